@@ -1,0 +1,100 @@
+//! Command-line types. They hold no logic: doc comments are the help text, and `commands`
+//! turns them into resolved settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::network::NetworkMode;
+
+/// Installs, upgrades and tears down a self-hosted platform in your AWS account.
+#[derive(Debug, Parser)]
+#[command(name = "stackwright", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The configuration file.
+    #[arg(long, global = true, env = "STACKWRIGHT_CONFIG", default_value = "stackwright.toml")]
+    pub config: PathBuf,
+    /// Print results as text for people or JSON for programs (one object per line for events).
+    #[arg(long, global = true, value_enum, env = "STACKWRIGHT_OUTPUT", default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Print only results and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail; repeat for debug (-vv) and trace (-vvv) logs.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never prompt: assume yes where a confirmation would be asked.
+    #[arg(short, long, global = true)]
+    pub yes: bool,
+    /// Print plain lines instead of progress bars.
+    #[arg(long, global = true, env = "STACKWRIGHT_NO_PROGRESS")]
+    pub no_progress: bool,
+    /// The AWS profile to use (overrides AWS_PROFILE).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// The AWS region, overriding the configuration's `instance.region`.
+    #[arg(long, global = true, env = "STACKWRIGHT_REGION")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and check the configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Write every stack's CloudFormation template and parameters for the configuration.
+    Render(RenderArgs),
+    /// Describe what the networking modes need.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of stackwright.toml.
+    Schema,
+    /// Check the configuration file and report every problem with its fix.
+    Validate,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Directory to write `<stack>.template.yaml` and `<stack>.parameters.json` into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The release manifest whose components the platform stack runs.
+    #[arg(long, value_name = "PATH")]
+    pub release: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// The egress and ingress allow-list a networking mode needs.
+    Requirements(RequirementsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RequirementsArgs {
+    /// The mode to describe; defaults to the configuration's.
+    #[arg(long, value_enum)]
+    pub mode: Option<NetworkMode>,
+}

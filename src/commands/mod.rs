@@ -1,0 +1,35 @@
+//! One module per command: each turns resolved settings into calls on the core and prints the
+//! result through the printer.
+
+mod config;
+mod network;
+mod render;
+
+use crate::cli::{Cli, Command, ConfigCommand, NetworkCommand};
+use crate::error::{Error, ExitStatus};
+use crate::settings::GlobalSettings;
+
+/// Runs a parsed command line and reports its outcome; errors are printed here, once.
+pub fn run(cli: Cli) -> ExitStatus {
+    let settings = GlobalSettings::from_args(&cli.global);
+    let printer = settings.printer();
+    let result: Result<ExitStatus, Error> = match cli.command {
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => config::schema(&printer),
+        Command::Config {
+            command: ConfigCommand::Validate,
+        } => config::validate(&settings, &printer),
+        Command::Render(args) => render::render(&settings, &printer, &args),
+        Command::Network {
+            command: NetworkCommand::Requirements(args),
+        } => network::requirements(&settings, &printer, &args),
+    };
+    match result {
+        Ok(status) => status,
+        Err(error) => {
+            printer.error(&error);
+            error.exit_status()
+        }
+    }
+}

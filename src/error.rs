@@ -1,0 +1,89 @@
+//! The errors commands return, the hint each one carries, and the exit codes they map to.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::ConfigError;
+use crate::release::ManifestError;
+use crate::render::RenderError;
+
+/// What the process tells its caller. The numbers are documented in the README and never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Done; nothing left to do.
+    Success,
+    /// An error: bad input, a failed call, a failed deployment.
+    Failure,
+    /// The command line itself was wrong.
+    Usage,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Usage => 64,
+        }
+    }
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        ExitCode::from(status.code())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    Usage { message: String, hint: String },
+}
+
+impl Error {
+    /// The fix to print after the error and its causes.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Config(error) => error.hint(),
+            Error::Manifest(ManifestError::Read { .. }) => {
+                Some("pass --release with the path of a release manifest, such as manifests/releases/1.0.0.json".into())
+            }
+            Error::Manifest(_) => Some("use the manifest as the vendor published it; `stackwright release verify` checks one".into()),
+            Error::Render(RenderError::Invalid { .. } | RenderError::Compile { .. } | RenderError::Render { .. } | RenderError::UnsourcedParameter { .. }) => {
+                Some("this is a defect in stackwright's templates, not in your configuration: please report it with the output of `stackwright --version`".into())
+            }
+            Error::Write { .. } => Some("check that the directory exists and is writable".into()),
+            Error::Usage { hint, .. } => Some(hint.clone()),
+        }
+    }
+
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Error::Usage { .. } => ExitStatus::Usage,
+            _ => ExitStatus::Failure,
+        }
+    }
+
+    /// The error's causes, outermost first, without the error itself.
+    pub fn causes(&self) -> Vec<String> {
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(self);
+        while let Some(error) = source {
+            causes.push(error.to_string());
+            source = error.source();
+        }
+        causes
+    }
+}

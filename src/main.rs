@@ -1,0 +1,41 @@
+//! The `stackwright` binary: parse, set up logging, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use stackwright::cli::{Cli, OutputFormat};
+use stackwright::error::ExitStatus;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitStatus::Usage.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    init_logging(cli.global.verbose, cli.global.output);
+    stackwright::commands::run(cli).into()
+}
+
+/// Logs go to stderr: warnings by default, more with each -v, any filter through
+/// `STACKWRIGHT_LOG`, and one JSON object per line with `--output json`.
+fn init_logging(verbose: u8, output: OutputFormat) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "stackwright=info,warn",
+        2 => "stackwright=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STACKWRIGHT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match output {
+        OutputFormat::Json => builder.json().init(),
+        OutputFormat::Text => builder.with_target(false).without_time().init(),
+    }
+}

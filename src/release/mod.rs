@@ -1,0 +1,5 @@
+//! Releases: the manifest that names what one version of the platform consists of.
+
+mod manifest;
+
+pub use manifest::{Component, ImageReference, ManifestError, ReleaseManifest, RELEASE_SCHEMA_VERSION};

@@ -1,0 +1,70 @@
+//! Settings resolved once, command line over environment over file over default, into plain
+//! values the commands receive.
+
+use std::path::PathBuf;
+
+use crate::cli::{GlobalArgs, OutputFormat};
+use crate::config::{ConfigError, ConfigFile, Problem};
+use crate::output::{Printer, Verbosity};
+
+/// What every command knows before it starts.
+#[derive(Debug, Clone)]
+pub struct GlobalSettings {
+    pub config_path: PathBuf,
+    pub format: OutputFormat,
+    pub verbosity: Verbosity,
+    pub assume_yes: bool,
+    pub no_progress: bool,
+    pub profile: Option<String>,
+    pub region: Option<String>,
+}
+
+impl GlobalSettings {
+    pub fn from_args(args: &GlobalArgs) -> Self {
+        GlobalSettings {
+            config_path: args.config.clone(),
+            format: args.output,
+            verbosity: if args.quiet {
+                Verbosity::Quiet
+            } else if args.verbose > 0 {
+                Verbosity::Verbose
+            } else {
+                Verbosity::Normal
+            },
+            assume_yes: args.yes,
+            no_progress: args.no_progress,
+            profile: args.profile.clone(),
+            region: args.region.clone(),
+        }
+    }
+
+    pub fn printer(&self) -> Printer {
+        Printer::new(self.format, self.verbosity, self.no_progress)
+    }
+
+    /// The configuration file with the command line's and environment's overrides applied, and
+    /// validated again afterwards so that an override cannot smuggle in a bad value.
+    pub fn load_config(&self) -> Result<ConfigFile, ConfigError> {
+        let mut config = ConfigFile::load(&self.config_path)?;
+        if let Some(region) = &self.region {
+            config.instance.region = region.clone();
+            let problems: Vec<Problem> = config
+                .problems()
+                .into_iter()
+                .map(|mut problem| {
+                    if problem.key == "instance.region" {
+                        problem.key = "--region".into();
+                    }
+                    problem
+                })
+                .collect();
+            if !problems.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: self.config_path.clone(),
+                    problems,
+                });
+            }
+        }
+        Ok(config)
+    }
+}
