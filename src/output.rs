@@ -109,7 +109,7 @@ fn indent(text: &str, prefix: &str) -> String {
 }
 
 /// A table for people: left-aligned columns, no borders, wrapped to the terminal's width.
-pub fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> comfy_table::Table {
+pub fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
     let mut table = comfy_table::Table::new();
     table
         .load_style(comfy_table::presets::NOTHING)
@@ -121,5 +121,5 @@ pub fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }
-    table
+    table.lines().map(|line| line.trim_end().to_owned()).collect::<Vec<_>>().join("\n")
 }

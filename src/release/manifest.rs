@@ -62,6 +62,9 @@ pub struct Component {
     /// Path patterns the load balancer forwards to this component, most specific first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// Whether the component reads and writes the instance's data bucket and table.
+    #[serde(default)]
+    pub data_access: bool,
 }
 
 /// An image pinned by digest.

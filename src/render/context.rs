@@ -96,6 +96,8 @@ pub struct ComponentContext {
     pub health_check_path: String,
     /// Whether the main load balancer routes any path to it.
     pub routed: bool,
+    /// Whether its task role may use the data bucket and table.
+    pub data_access: bool,
     /// Listener rules of the main load balancer for this component.
     pub rules: Vec<RuleContext>,
 }
@@ -235,6 +237,7 @@ fn release_context(instance: &str, release: &ReleaseManifest, public_services: b
                 desired_count: component.desired_count,
                 health_check_path: component.health_check_path.clone(),
                 routed: !component.paths.is_empty(),
+                data_access: component.data_access,
                 rules,
                 logical_id,
             }
