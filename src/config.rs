@@ -66,7 +66,7 @@ pub struct NetworkConfig {
     /// `public`, `private` or `all-private`.
     pub mode: NetworkMode,
     /// The VPC's address range, from a /16 to a /22.
-    #[serde(default = "default_vpc_cidr")]
+    #[serde(default = "default_vpc_cidr", deserialize_with = "cidr")]
     #[schemars(with = "String")]
     pub vpc_cidr: Ipv4Net,
     /// How many availability zones to spread over: 2 or 3.
@@ -82,7 +82,7 @@ pub struct NetworkConfig {
     pub control_plane_endpoint_service: Option<String>,
     /// Address ranges allowed to reach the load balancer. Defaults to everywhere for `public` and
     /// to the VPC's own range otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "cidrs")]
     #[schemars(with = "Option<Vec<String>>")]
     pub ingress_cidrs: Option<Vec<Ipv4Net>>,
 }
@@ -125,6 +125,26 @@ pub struct IdentityConfig {
     /// Managed policies attached to the workspace role; none by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_policy_arns: Vec<String>,
+}
+
+fn parse_cidr<E: serde::de::Error>(text: &str) -> Result<Ipv4Net, E> {
+    text.parse().map_err(|_| {
+        E::custom(format!(
+            "\"{text}\" is not an IPv4 CIDR block (an address and a prefix length, such as 10.40.0.0/16)"
+        ))
+    })
+}
+
+fn cidr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ipv4Net, D::Error> {
+    parse_cidr(&String::deserialize(deserializer)?)
+}
+
+fn cidrs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<Ipv4Net>>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| parse_cidr(text))
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 fn default_vpc_cidr() -> Ipv4Net {
@@ -402,9 +422,8 @@ fn structural_problem(mut key: String, message: String) -> Problem {
         } else if !key.ends_with(field) {
             key = format!("{key}.{field}");
         }
-        let expected = message
-            .split_once("expected ")
-            .map(|(_, rest)| format!("the keys allowed here are {rest}"))
+        let expected = expected_values(&message)
+            .map(|rest| format!("the keys allowed here are {rest}"))
             .unwrap_or_else(|| "remove it".into());
         return Problem {
             key,
@@ -428,17 +447,23 @@ fn structural_problem(mut key: String, message: String) -> Problem {
         return Problem {
             key,
             message: format!("\"{variant}\" is not one of the allowed values"),
-            hint: message
-                .split_once("expected ")
-                .map(|(_, rest)| format!("use one of {rest}"))
+            hint: expected_values(&message)
+                .map(|rest| format!("use one of {rest}"))
                 .unwrap_or_else(|| "see `stackwright config schema`".into()),
         };
     }
-    Problem {
-        key,
-        message: message.clone(),
-        hint: "see `stackwright config schema` for the expected type".into(),
-    }
+    let hint = match key.as_str() {
+        "network.vpc_cidr" => format!("use a range from /{LARGEST_VPC_PREFIX} to /{SMALLEST_VPC_PREFIX}, such as 10.40.0.0/16"),
+        _ => "see `stackwright config schema` for the expected type".into(),
+    };
+    Problem { key, message, hint }
+}
+
+/// The alternatives serde lists after "expected" in its messages.
+fn expected_values(message: &str) -> Option<&str> {
+    message
+        .split_once("expected ")
+        .map(|(_, rest)| rest.trim_start_matches("one of ").trim())
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {

@@ -1,0 +1,8 @@
+//! The integration test binary: one binary, a shared context, modules by concern.
+
+mod common;
+mod config;
+mod lint;
+mod network;
+mod properties;
+mod render;
