@@ -1,0 +1,364 @@
+#!/usr/bin/env bash
+# The local services the tests and the demo run against, started in the background on free
+# ports of 127.0.0.1 and nothing else. Today that is moto, the AWS emulator.
+#
+#   scripts/dev-env.sh up       install the tools if needed (scripts/dev-tools.sh), start what is
+#                               not running, write target/dev-env/env.sh; safe to run again
+#   scripts/dev-env.sh down     stop what `up` started (TERM, then KILL); safe when nothing runs
+#   scripts/dev-env.sh status   print what runs; exit 0 if everything runs, 3 if not
+#   scripts/dev-env.sh env      print the path of env.sh: source "$(scripts/dev-env.sh env)"
+#   scripts/dev-env.sh reset    forget everything moto holds (POST /moto-api/reset)
+#
+# State lives in target/dev-env/: NAME.pid, NAME.log and NAME.info (port, readiness URL, and
+# the program name used to make sure a PID still belongs to the service) for each service.
+# A service is one `start_NAME` function calling `start_service`, plus an optional `env_NAME`
+# printing its lines of env.sh; list it in SERVICES.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+state="$root/target/dev-env"
+venv="$root/.venv"
+env_file="$state/env.sh"
+# Seconds a service may take to answer its readiness URL after it starts.
+ready_timeout="${DEV_ENV_READY_TIMEOUT:-30}"
+# Start order; `down` stops them in reverse.
+SERVICES=(moto)
+
+say() { echo "dev-env: $*"; }
+err() { echo "dev-env: $*" >&2; }
+
+now_ms() {
+  if [ -n "${EPOCHREALTIME:-}" ]; then
+    local t=${EPOCHREALTIME/[.,]/}
+    echo $((t / 1000))
+  else
+    echo $(($(date +%s) * 1000))
+  fi
+}
+elapsed() { # START_MS -> "1.2 s"
+  local ms=$(($(now_ms) - $1))
+  printf '%d.%d s' $((ms / 1000)) $((ms % 1000 / 100))
+}
+
+# HTTP to our own services only: never through a proxy, short timeouts.
+http_ok() { curl --noproxy '*' -fsS -o /dev/null --connect-timeout 2 --max-time 5 "$1" 2>/dev/null; }
+
+# A free TCP port of 127.0.0.1, the one given if it is free (to keep a sourced env.sh valid
+# across a restart), else one the OS picks.
+free_port() {
+  "$venv/bin/python" -c '
+import socket, sys
+for port in [int(p) for p in sys.argv[1:] if p] + [0]:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(s.getsockname()[1])
+        break
+' "${1:-}"
+}
+
+# Whether PID is a live process: a zombie (killed, not yet reaped by its new parent) is not.
+alive() {
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  stat=$(ps -p "$1" -o stat= 2>/dev/null) || return 1
+  [[ "$stat" != Z* ]]
+}
+
+pid_file() { echo "$state/$1.pid"; }
+log_file() { echo "$state/$1.log"; }
+info_file() { echo "$state/$1.info"; }
+
+# Reads NAME.info into the globals svc_port, svc_url, svc_match; fails if there is none.
+read_info() {
+  local info
+  info=$(info_file "$1")
+  svc_port="" svc_url="" svc_match=""
+  [ -f "$info" ] || return 1
+  { read -r svc_port && read -r svc_url && read -r svc_match; } <"$info" || return 1
+}
+
+# Whether NAME's PID file names a live process that is still that service's program; sets
+# svc_pid (and, through read_info, svc_port, svc_url, svc_match).
+live_pid() {
+  local pidf pid cmd
+  svc_pid=""
+  pidf=$(pid_file "$1")
+  [ -f "$pidf" ] || return 1
+  pid=$(<"$pidf")
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  alive "$pid" || return 1
+  read_info "$1" || return 1
+  cmd=$(ps -p "$pid" -o command= 2>/dev/null) || return 1
+  [[ "$cmd" == *"$svc_match"* ]] || return 1
+  svc_pid=$pid
+}
+
+# Whether NAME runs and answers its readiness URL.
+running() {
+  live_pid "$1" && http_ok "$svc_url"
+}
+
+log_tail() {
+  local log
+  log=$(log_file "$1")
+  if [ -s "$log" ]; then
+    err "last lines of ${log#"$root"/}:"
+    tail -n 30 "$log" | sed 's/^/    /' >&2
+  fi
+}
+
+forget() { rm -f "$(pid_file "$1")" "$(info_file "$1")"; }
+
+# Stops NAME by its PID: TERM, then KILL after 5 s. Forgets its state either way.
+stop_service() {
+  local name=$1 pid i
+  if ! live_pid "$name"; then
+    if [ -f "$(pid_file "$name")" ]; then
+      say "$name: not running (removed a stale PID file)"
+    else
+      say "$name: not running"
+    fi
+    forget "$name"
+    return 0
+  fi
+  pid=$svc_pid
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    alive "$pid" || break
+    sleep 0.1
+  done
+  if alive "$pid"; then
+    kill -KILL "$pid" 2>/dev/null || true
+    say "$name: stopped (pid $pid did not end on TERM within 5 s; killed)"
+  else
+    say "$name: stopped (pid $pid)"
+  fi
+  forget "$name"
+}
+
+# start_service NAME PORT READY_URL COMMAND...
+# Starts COMMAND in the background (its own session, no stdin, output in NAME.log), records
+# its PID and state, and waits until READY_URL answers. On failure, stops it, shows the log
+# tail and returns 1. COMMAND may begin with `env VAR=VALUE...`.
+start_service() {
+  local name=$1 port=$2 url=$3
+  shift 3
+  local log pid match word deadline start
+  log=$(log_file "$name")
+  # The program's name, to tell later that a PID is still this service.
+  match=""
+  for word in "$@"; do
+    case "$word" in
+      env | *=*) continue ;;
+      *) match=$(basename "$word") && break ;;
+    esac
+  done
+  mkdir -p "$state"
+  : >"$log"
+  start=$(now_ms)
+  # Close the lock descriptor in the child, or the service would hold the lock forever.
+  if command -v setsid >/dev/null 2>&1; then
+    setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
+  else
+    "$@" </dev/null >>"$log" 2>&1 9>&- &
+  fi
+  pid=$!
+  echo "$pid" >"$(pid_file "$name")"
+  printf '%s\n%s\n%s\n' "$port" "$url" "$match" >"$(info_file "$name")"
+  deadline=$(($(now_ms) + ready_timeout * 1000))
+  until http_ok "$url"; do
+    if ! alive "$pid"; then
+      err "$name: exited during start-up (command: $*)"
+      log_tail "$name"
+      forget "$name"
+      return 1
+    fi
+    if [ "$(now_ms)" -ge "$deadline" ]; then
+      err "$name: did not answer $url within $ready_timeout s (command: $*)"
+      log_tail "$name"
+      stop_service "$name" >/dev/null
+      return 1
+    fi
+    sleep 0.2
+  done
+  # Something else may have taken the port in between: the answer must come from our process.
+  if ! live_pid "$name"; then
+    err "$name: $url answers but pid $pid is gone (port taken by another process?)"
+    log_tail "$name"
+    forget "$name"
+    return 1
+  fi
+  svc_started_in=$(elapsed "$start")
+}
+
+# ensure NAME: leaves a running NAME alone, clears a dead or hung one, then start_NAME.
+ensure() {
+  local name=$1
+  if running "$name"; then
+    say "$name: already running on http://127.0.0.1:$svc_port (pid $svc_pid)"
+    return 0
+  fi
+  if live_pid "$name"; then
+    say "$name: pid $svc_pid is alive but does not answer $svc_url; restarting it"
+    stop_service "$name" >/dev/null
+  elif [ -f "$(pid_file "$name")" ]; then
+    say "$name: removing a stale PID file (the process is gone); starting it again"
+  fi
+  local previous_port=""
+  read_info "$name" && previous_port=$svc_port
+  forget "$name"
+  "start_$name" "$previous_port"
+}
+
+# --- moto: the AWS emulator ----------------------------------------------------------------
+
+start_moto() {
+  local port url
+  port=$(free_port "${1:-}")
+  url="http://127.0.0.1:$port"
+  start_service moto "$port" "$url/moto-api/" \
+    env MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/bin/moto_server" -H 127.0.0.1 -p "$port"
+  local warm
+  warm=$(now_ms)
+  # The first call to a service loads its backend; pay for it here rather than in a test.
+  if ! env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_CONFIG_FILE=/dev/null \
+    AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
+    NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 \
+    "$venv/bin/python" -c '
+import sys, boto3
+from botocore.config import Config
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing",
+          aws_secret_access_key="testing", config=Config(retries={"max_attempts": 1}))
+boto3.client("cloudformation", **kw).list_stacks()
+boto3.client("ec2", **kw).describe_vpcs()
+' "$url"; then
+    err "moto: the warm-up calls (CloudFormation ListStacks, EC2 DescribeVpcs) failed"
+    log_tail moto
+    stop_service moto >/dev/null
+    return 1
+  fi
+  say "moto: started on $url (pid $(<"$(pid_file moto)"), ready in $svc_started_in, warmed in $(elapsed "$warm"))"
+}
+
+env_moto() {
+  local url="http://127.0.0.1:$1"
+  cat <<EOF
+export AWS_ENDPOINT_URL=$url
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+unset AWS_SESSION_TOKEN AWS_PROFILE
+export AWS_EC2_METADATA_DISABLED=true
+export STACKWRIGHT_MOTO_URL=$url
+EOF
+}
+
+# --- commands ------------------------------------------------------------------------------
+
+write_env() {
+  local name tmp
+  tmp="$env_file.tmp"
+  {
+    echo "# Written by scripts/dev-env.sh up: points the AWS SDK and the tests at the local services."
+    for name in "${SERVICES[@]}"; do
+      if declare -F "env_$name" >/dev/null && read_info "$name"; then
+        "env_$name" "$svc_port"
+      fi
+    done
+  } >"$tmp"
+  mv "$tmp" "$env_file"
+}
+
+lock() {
+  mkdir -p "$state"
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$state/lock"
+    flock -w 900 9 || {
+      err "another scripts/dev-env.sh is still at work (lock $state/lock)"
+      exit 1
+    }
+  fi
+}
+
+cmd_up() {
+  lock
+  local start name
+  start=$(now_ms)
+  scripts/dev-tools.sh
+  say "tools ready in $(elapsed "$start")"
+  for name in "${SERVICES[@]}"; do
+    ensure "$name"
+  done
+  write_env
+  echo
+  for name in "${SERVICES[@]}"; do
+    read_info "$name"
+    say "$name runs on http://127.0.0.1:$svc_port, log target/dev-env/$name.log"
+  done
+  say "to use it: source target/dev-env/env.sh   (or: source \"\$(scripts/dev-env.sh env)\")"
+  say "reset moto: scripts/dev-env.sh reset; stop everything: scripts/dev-env.sh down"
+}
+
+cmd_down() {
+  lock
+  local i
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    stop_service "${SERVICES[i]}"
+  done
+  rm -f "$env_file"
+}
+
+cmd_status() {
+  local name all=0
+  for name in "${SERVICES[@]}"; do
+    if live_pid "$name"; then
+      if http_ok "$svc_url"; then
+        say "$name: running on http://127.0.0.1:$svc_port (pid $svc_pid, log target/dev-env/$name.log)"
+      else
+        say "$name: pid $svc_pid is alive but does not answer $svc_url"
+        all=3
+      fi
+    elif [ -f "$(pid_file "$name")" ]; then
+      say "$name: not running (stale PID file; \`up\` starts it again)"
+      all=3
+    else
+      say "$name: not running"
+      all=3
+    fi
+  done
+  return "$all"
+}
+
+cmd_env() {
+  if [ ! -f "$env_file" ]; then
+    err "no $env_file yet: run scripts/dev-env.sh up"
+    return 1
+  fi
+  echo "$env_file"
+}
+
+cmd_reset() {
+  if ! running moto; then
+    err "moto is not running: run scripts/dev-env.sh up"
+    return 3
+  fi
+  curl --noproxy '*' -fsS -o /dev/null --max-time 30 -X POST "http://127.0.0.1:$svc_port/moto-api/reset"
+  say "moto: state reset (http://127.0.0.1:$svc_port)"
+}
+
+usage() {
+  sed -n '2,/^# State lives/{/^# State lives/d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}" >&2
+  exit 2
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  reset) cmd_reset ;;
+  *) usage ;;
+esac
