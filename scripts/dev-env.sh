@@ -252,6 +252,8 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 unset AWS_SESSION_TOKEN AWS_PROFILE
 export AWS_EC2_METADATA_DISABLED=true
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 export STACKWRIGHT_MOTO_URL=$url
 EOF
 }
