@@ -16,7 +16,10 @@ const MODES: &[(&str, &str)] = &[
     ("public", "mode = \"public\""),
     ("private", "mode = \"private\""),
     ("all-private", "mode = \"all-private\""),
-    ("all-private+public-services", "mode = \"all-private\"\npublic_services = true"),
+    (
+        "all-private+public-services",
+        "mode = \"all-private\"\npublic_services = true",
+    ),
 ];
 
 fn config_text(mode_lines: &str) -> String {
@@ -73,18 +76,25 @@ fn main() {
     let binary = env!("CARGO_BIN_EXE_stackwright");
     let release_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/releases/1.0.0.json");
     let release = ReleaseManifest::load(&release_path).expect("the example release loads");
-    println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "measure (milliseconds)", "mean", "min", "p50", "p99");
+    println!(
+        "{:<44} {:>9} {:>9} {:>9} {:>9}",
+        "measure (milliseconds)", "mean", "min", "p50", "p99"
+    );
 
     let peer = Figures::measure(200, || {
         Command::new("true").status().expect("true runs");
     });
     println!("{}", peer.row("process start-up floor: true"));
     let version = Figures::measure(200, || {
-        Command::new(binary).arg("--version").output().expect("stackwright runs");
+        Command::new(binary)
+            .arg("--version")
+            .output()
+            .expect("stackwright runs");
     });
     println!("{}", version.row("start-up: stackwright --version"));
 
-    let first_config = ConfigFile::parse(&config_text(MODES[0].1), Path::new("bench.toml")).expect("valid");
+    let first_config =
+        ConfigFile::parse(&config_text(MODES[0].1), Path::new("bench.toml")).expect("valid");
     let first = Instant::now();
     let stacks = stackwright::render::render_all(&first_config, &release).expect("renders");
     println!(
@@ -96,13 +106,17 @@ fn main() {
 
     let out = std::env::temp_dir().join(format!("stackwright-bench-{}", std::process::id()));
     for (mode, lines) in MODES {
-        let config = ConfigFile::parse(&config_text(lines), Path::new("bench.toml")).expect("valid");
+        let config =
+            ConfigFile::parse(&config_text(lines), Path::new("bench.toml")).expect("valid");
         let mut bytes = 0;
         let figures = Figures::measure(200, || {
             let stacks = stackwright::render::render_all(&config, &release).expect("renders");
             bytes = stacks.iter().map(|stack| stack.body.len()).sum();
         });
-        println!("{}   ({bytes} bytes)", figures.row(&format!("render every stack: {mode}")));
+        println!(
+            "{}   ({bytes} bytes)",
+            figures.row(&format!("render every stack: {mode}"))
+        );
 
         let config_path = out.join(format!("{mode}.toml"));
         std::fs::create_dir_all(&out).expect("a scratch directory");
@@ -120,7 +134,10 @@ fn main() {
                 .expect("stackwright runs");
             assert!(status.success());
         });
-        println!("{}", command.row(&format!("stackwright render (process): {mode}")));
+        println!(
+            "{}",
+            command.row(&format!("stackwright render (process): {mode}"))
+        );
     }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -157,6 +157,12 @@ start_service() {
       *) match=$(basename "$word") && break ;;
     esac
   done
+  # An interpreted service is known by its script, not by the interpreter.
+  for word in "$@"; do
+    case "$word" in
+      *.py) match=$(basename "$word") ;;
+    esac
+  done
   mkdir -p "$state"
   : >"$log"
   start=$(now_ms)
@@ -221,7 +227,7 @@ start_moto() {
   port=$(free_port "${1:-}")
   url="http://127.0.0.1:$port"
   start_service moto "$port" "$url/moto-api/" \
-    env MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/bin/moto_server" -H 127.0.0.1 -p "$port"
+    env MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port"
   local warm
   warm=$(now_ms)
   # The first call to a service loads its backend; pay for it here rather than in a test.

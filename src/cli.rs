@@ -9,7 +9,12 @@ use crate::network::NetworkMode;
 
 /// Installs, upgrades and tears down a self-hosted platform in your AWS account.
 #[derive(Debug, Parser)]
-#[command(name = "stackwright", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "stackwright",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -21,7 +26,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// The configuration file.
-    #[arg(long, global = true, env = "STACKWRIGHT_CONFIG", default_value = "stackwright.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "STACKWRIGHT_CONFIG",
+        default_value = "stackwright.toml"
+    )]
     pub config: PathBuf,
     /// Print results as text for people or JSON for programs (one object per line for events).
     #[arg(long, global = true, value_enum, env = "STACKWRIGHT_OUTPUT", default_value_t = OutputFormat::Text)]
@@ -66,6 +76,30 @@ pub enum Command {
         #[command(subcommand)]
         command: NetworkCommand,
     },
+    /// Show what `install` would change, stack by stack and resource by resource (exit code 2
+    /// when there are changes).
+    Plan(ReleaseArgs),
+    /// Create or update every stack of the instance, after a plan and a confirmation.
+    Install(ReleaseArgs),
+    /// Each stack's status, last update and outputs.
+    Status,
+    /// Delete the instance's stacks, after an inventory and a typed confirmation. Data is kept
+    /// unless --delete-data.
+    Teardown(TeardownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The release manifest to install.
+    #[arg(long, value_name = "PATH")]
+    pub release: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    /// Also delete the data stack and everything in it: buckets are emptied, tables dropped.
+    #[arg(long)]
+    pub delete_data: bool,
 }
 
 #[derive(Debug, Subcommand)]

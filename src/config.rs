@@ -82,7 +82,11 @@ pub struct NetworkConfig {
     pub control_plane_endpoint_service: Option<String>,
     /// Address ranges allowed to reach the load balancer. Defaults to everywhere for `public` and
     /// to the VPC's own range otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "cidrs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "cidrs"
+    )]
     #[schemars(with = "Option<Vec<String>>")]
     pub ingress_cidrs: Option<Vec<Ipv4Net>>,
 }
@@ -139,7 +143,9 @@ fn cidr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ipv4Net, D:
     parse_cidr(&String::deserialize(deserializer)?)
 }
 
-fn cidrs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<Ipv4Net>>, D::Error> {
+fn cidrs<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<Ipv4Net>>, D::Error> {
     Vec::<String>::deserialize(deserializer)?
         .iter()
         .map(|text| parse_cidr(text))
@@ -266,7 +272,9 @@ impl ConfigFile {
                 return Err(invalid(Problem {
                     key: "schema_version".into(),
                     message: "missing".into(),
-                    hint: format!("add `schema_version = {SCHEMA_VERSION}` as the file's first line"),
+                    hint: format!(
+                        "add `schema_version = {SCHEMA_VERSION}` as the file's first line"
+                    ),
                 }));
             }
             Some(toml::Value::Integer(version)) if *version == i64::from(SCHEMA_VERSION) => {}
@@ -284,8 +292,8 @@ impl ConfigFile {
                 }));
             }
         }
-        let config: ConfigFile =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
+        let config: ConfigFile = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|error| {
                 let key = error.path().to_string();
                 let message = error.into_inner().message().trim().to_owned();
                 invalid(structural_problem(key, message))
@@ -329,7 +337,8 @@ impl ConfigFile {
                 2 | 3 => Ok(()),
                 other => Err((
                     format!("{other} is not supported"),
-                    "use 2 (cheaper) or 3 (survives the loss of a zone with capacity to spare)".into(),
+                    "use 2 (cheaper) or 3 (survives the loss of a zone with capacity to spare)"
+                        .into(),
                 )),
             },
         );
@@ -338,7 +347,10 @@ impl ConfigFile {
             "network.public_services",
             if self.network.public_services && !all_private {
                 Err((
-                    format!("only valid with mode = \"all-private\", but mode is \"{}\"", self.network.mode),
+                    format!(
+                        "only valid with mode = \"all-private\", but mode is \"{}\"",
+                        self.network.mode
+                    ),
                     format!(
                         "remove `public_services`: in {} mode the load balancer already serves the OIDC and webhook paths",
                         self.network.mode
@@ -379,7 +391,10 @@ impl ConfigFile {
                 },
             );
         }
-        check("control_plane.url", check_control_plane_url(&self.control_plane.url));
+        check(
+            "control_plane.url",
+            check_control_plane_url(&self.control_plane.url),
+        );
         check("release.channel", check_channel(&self.release.channel));
         if let Some(identity) = &self.identity {
             if identity.subject_patterns.is_empty() {
@@ -453,7 +468,9 @@ fn structural_problem(mut key: String, message: String) -> Problem {
         };
     }
     let hint = match key.as_str() {
-        "network.vpc_cidr" => format!("use a range from /{LARGEST_VPC_PREFIX} to /{SMALLEST_VPC_PREFIX}, such as 10.40.0.0/16"),
+        "network.vpc_cidr" => format!(
+            "use a range from /{LARGEST_VPC_PREFIX} to /{SMALLEST_VPC_PREFIX}, such as 10.40.0.0/16"
+        ),
         _ => "see `stackwright config schema` for the expected type".into(),
     };
     Problem { key, message, hint }
@@ -483,9 +500,9 @@ fn fail(message: impl Into<String>, hint: impl Into<String>) -> Check {
 }
 
 fn check_name(name: &str) -> Check {
-    let valid_characters = name
-        .chars()
-        .all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-');
+    let valid_characters = name.chars().all(|character| {
+        character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-'
+    });
     if !(3..=20).contains(&name.len()) {
         fail(
             format!("\"{name}\" is {} characters long", name.len()),
@@ -512,25 +529,34 @@ fn check_domain(domain: &str) -> Check {
     }
     let labels: Vec<&str> = domain.split('.').collect();
     if labels.len() < 2 {
-        return fail(format!("\"{domain}\" is not a fully qualified domain name"), hint);
+        return fail(
+            format!("\"{domain}\" is not a fully qualified domain name"),
+            hint,
+        );
     }
     for label in &labels {
         let valid = !label.is_empty()
             && label.len() <= 63
-            && label
-                .chars()
-                .all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-')
+            && label.chars().all(|character| {
+                character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-'
+            })
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !valid {
-            return fail(format!("\"{domain}\" has an invalid label \"{label}\""), hint);
+            return fail(
+                format!("\"{domain}\" has an invalid label \"{label}\""),
+                hint,
+            );
         }
     }
     if labels
         .last()
         .is_some_and(|top| top.chars().all(|character| character.is_ascii_digit()))
     {
-        return fail(format!("\"{domain}\" looks like an IP address, not a domain"), hint);
+        return fail(
+            format!("\"{domain}\" looks like an IP address, not a domain"),
+            hint,
+        );
     }
     Ok(())
 }
@@ -539,9 +565,9 @@ fn check_region(region: &str) -> Check {
     let parts: Vec<&str> = region.split('-').collect();
     let shaped = parts.len() >= 3
         && parts[0].len() == 2
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|part| !part.is_empty() && part.chars().all(|character| character.is_ascii_lowercase()))
+        && parts[..parts.len() - 1].iter().all(|part| {
+            !part.is_empty() && part.chars().all(|character| character.is_ascii_lowercase())
+        })
         && parts[parts.len() - 1].parse::<u8>().is_ok();
     if shaped {
         Ok(())
@@ -555,7 +581,11 @@ fn check_region(region: &str) -> Check {
 
 fn check_certificate_arn(arn: &str) -> Check {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    if parts.len() == 6 && parts[0] == "arn" && parts[2] == "acm" && parts[5].starts_with("certificate/") {
+    if parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "acm"
+        && parts[5].starts_with("certificate/")
+    {
         Ok(())
     } else {
         fail(
@@ -572,7 +602,10 @@ fn check_tag(key: &str, value: &str) -> Check {
             "shorten the tag",
         )
     } else if key.starts_with("aws:") {
-        fail("tag keys starting with \"aws:\" are reserved by AWS", "choose another key")
+        fail(
+            "tag keys starting with \"aws:\" are reserved by AWS",
+            "choose another key",
+        )
     } else {
         Ok(())
     }
@@ -588,13 +621,17 @@ fn check_vpc_cidr(cidr: Ipv4Net) -> Check {
     if cidr.prefix_len() < LARGEST_VPC_PREFIX {
         return fail(
             format!("{cidr} is larger than AWS allows for a VPC"),
-            format!("use a prefix from /{LARGEST_VPC_PREFIX} to /{SMALLEST_VPC_PREFIX}, such as 10.40.0.0/16"),
+            format!(
+                "use a prefix from /{LARGEST_VPC_PREFIX} to /{SMALLEST_VPC_PREFIX}, such as 10.40.0.0/16"
+            ),
         );
     }
     if cidr.prefix_len() > SMALLEST_VPC_PREFIX {
         return fail(
             format!("{cidr} is too small for the instance's subnets"),
-            format!("use a prefix from /{LARGEST_VPC_PREFIX} to /{SMALLEST_VPC_PREFIX}, such as 10.40.0.0/16"),
+            format!(
+                "use a prefix from /{LARGEST_VPC_PREFIX} to /{SMALLEST_VPC_PREFIX}, such as 10.40.0.0/16"
+            ),
         );
     }
     Ok(())
@@ -627,9 +664,16 @@ fn check_control_plane_url(url: &str) -> Check {
         .next()
         .unwrap_or_default()
         .rsplit_once(':')
-        .map_or(rest.split(['/', '?', '#']).next().unwrap_or_default(), |(host, port)| {
-            if port.chars().all(|character| character.is_ascii_digit()) { host } else { rest }
-        });
+        .map_or(
+            rest.split(['/', '?', '#']).next().unwrap_or_default(),
+            |(host, port)| {
+                if port.chars().all(|character| character.is_ascii_digit()) {
+                    host
+                } else {
+                    rest
+                }
+            },
+        );
     if host.is_empty() || host.contains(char::is_whitespace) {
         return fail(format!("\"{url}\" has no host"), hint);
     }
@@ -640,7 +684,10 @@ fn check_control_plane_url(url: &str) -> Check {
             format!("\"{url}\" uses plain HTTP, which would send the instance's token in clear"),
             "use https:// (plain http is accepted only for a control plane on this machine's loopback address)",
         ),
-        _ => fail(format!("\"{url}\" has the unsupported scheme \"{scheme}\""), hint),
+        _ => fail(
+            format!("\"{url}\" has the unsupported scheme \"{scheme}\""),
+            hint,
+        ),
     }
 }
 
@@ -657,9 +704,9 @@ fn check_channel(channel: &str) -> Check {
     let valid = !channel.is_empty()
         && channel.len() <= 32
         && channel.starts_with(|character: char| character.is_ascii_lowercase())
-        && channel
-            .chars()
-            .all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-');
+        && channel.chars().all(|character| {
+            character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-'
+        });
     if valid {
         Ok(())
     } else {
@@ -678,11 +725,16 @@ fn check_subject_pattern(pattern: &str) -> Check {
     let organization = rest.split('/').next().unwrap_or_default();
     if organization.is_empty() || organization.contains(['*', '?']) {
         return fail(
-            format!("\"{pattern}\" does not name one organization, so workspaces of any tenant could assume the role"),
+            format!(
+                "\"{pattern}\" does not name one organization, so workspaces of any tenant could assume the role"
+            ),
             hint,
         );
     }
-    if pattern.chars().any(|character| character.is_whitespace() || character == '"') {
+    if pattern
+        .chars()
+        .any(|character| character.is_whitespace() || character == '"')
+    {
         return fail(format!("\"{pattern}\" contains whitespace or quotes"), hint);
     }
     Ok(())
@@ -701,7 +753,8 @@ fn check_audience(audience: &str) -> Check {
 
 fn check_policy_arn(arn: &str) -> Check {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    if parts.len() == 6 && parts[0] == "arn" && parts[2] == "iam" && parts[5].starts_with("policy/") {
+    if parts.len() == 6 && parts[0] == "arn" && parts[2] == "iam" && parts[5].starts_with("policy/")
+    {
         Ok(())
     } else {
         fail(
@@ -773,10 +826,17 @@ channel = "stable"
             .replace("10.40.0.0/16", "10.40.0.0/26")
             .replace("availability_zones = 3", "availability_zones = 4")
             .replace("mode = \"all-private\"", "mode = \"public\"");
-        let keys: Vec<String> = problems(&text).into_iter().map(|problem| problem.key).collect();
+        let keys: Vec<String> = problems(&text)
+            .into_iter()
+            .map(|problem| problem.key)
+            .collect();
         assert_eq!(
             keys,
-            ["network.vpc_cidr", "network.availability_zones", "network.public_services"]
+            [
+                "network.vpc_cidr",
+                "network.availability_zones",
+                "network.public_services"
+            ]
         );
     }
 
@@ -788,7 +848,8 @@ channel = "stable"
 
     #[test]
     fn a_newer_schema_version_is_refused_before_anything_else() {
-        let error = parse(&SAMPLE.replace("schema_version = 1", "schema_version = 2\nfuture = 1")).unwrap_err();
+        let error = parse(&SAMPLE.replace("schema_version = 1", "schema_version = 2\nfuture = 1"))
+            .unwrap_err();
         assert!(matches!(error, ConfigError::SchemaVersion { ref found, .. } if found == "2"));
     }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::ConfigError;
+use crate::provision::ProvisionError;
 use crate::release::ManifestError;
 use crate::render::RenderError;
 
@@ -14,6 +15,8 @@ pub enum ExitStatus {
     Success,
     /// An error: bad input, a failed call, a failed deployment.
     Failure,
+    /// `plan` found changes to make.
+    Changes,
     /// The command line itself was wrong.
     Usage,
 }
@@ -23,6 +26,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
+            ExitStatus::Changes => 2,
             ExitStatus::Usage => 64,
         }
     }
@@ -42,6 +46,8 @@ pub enum Error {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Render(#[from] RenderError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
     #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
@@ -50,6 +56,10 @@ pub enum Error {
     },
     #[error("{message}")]
     Usage { message: String, hint: String },
+    #[error("{action} needs a confirmation, and there is no terminal to ask on")]
+    Unconfirmed { action: String },
+    #[error("{action} was not confirmed; nothing was changed")]
+    Declined { action: String },
 }
 
 impl Error {
@@ -64,8 +74,11 @@ impl Error {
             Error::Render(RenderError::Invalid { .. } | RenderError::Compile { .. } | RenderError::Render { .. } | RenderError::UnsourcedParameter { .. }) => {
                 Some("this is a defect in stackwright's templates, not in your configuration: please report it with the output of `stackwright --version`".into())
             }
+            Error::Provision(error) => error.hint(),
             Error::Write { .. } => Some("check that the directory exists and is writable".into()),
             Error::Usage { hint, .. } => Some(hint.clone()),
+            Error::Unconfirmed { .. } => Some("run it from a terminal, or pass --yes to go ahead without asking".into()),
+            Error::Declined { .. } => None,
         }
     }
 

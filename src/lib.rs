@@ -1,12 +1,14 @@
 //! Stackwright installs, upgrades and tears down a self-hosted platform in a customer's AWS
 //! account. The binary is a thin shell over this library.
 
+pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod network;
 pub mod output;
+pub mod provision;
 pub mod release;
 pub mod render;
 pub mod settings;

@@ -33,7 +33,9 @@ fn init_logging(verbose: u8, output: OutputFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STACKWRIGHT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match output {
         OutputFormat::Json => builder.json().init(),
         OutputFormat::Text => builder.with_target(false).without_time().init(),

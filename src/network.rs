@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigFile;
 
 /// How the instance is exposed and how it reaches the internet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkMode {
     /// Internet-facing load balancer, egress through NAT gateways.
@@ -23,7 +25,11 @@ pub enum NetworkMode {
 }
 
 impl NetworkMode {
-    pub const ALL: [NetworkMode; 3] = [NetworkMode::Public, NetworkMode::Private, NetworkMode::AllPrivate];
+    pub const ALL: [NetworkMode; 3] = [
+        NetworkMode::Public,
+        NetworkMode::Private,
+        NetworkMode::AllPrivate,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -147,13 +153,18 @@ pub struct Requirement {
 /// The connectivity the instance needs in `mode`, for the configuration's domain and control
 /// plane when one is given.
 pub fn requirements(mode: NetworkMode, config: Option<&ConfigFile>) -> Vec<Requirement> {
-    let domain = config.map_or("<domain>".to_owned(), |config| config.instance.domain.clone());
-    let region = config.map_or("<region>".to_owned(), |config| config.instance.region.clone());
+    let domain = config.map_or("<domain>".to_owned(), |config| {
+        config.instance.domain.clone()
+    });
+    let region = config.map_or("<region>".to_owned(), |config| {
+        config.instance.region.clone()
+    });
     let control_plane = config.map_or("<control plane host>".to_owned(), |config| {
         host_of(&config.control_plane.url).to_owned()
     });
     let public_services = config.is_some_and(|config| config.network.public_services);
-    let private_link = config.is_some_and(|config| config.network.control_plane_endpoint_service.is_some());
+    let private_link =
+        config.is_some_and(|config| config.network.control_plane_endpoint_service.is_some());
 
     let egress = match mode {
         NetworkMode::AllPrivate => "customer proxy or network (no route to the internet)",
@@ -166,7 +177,9 @@ pub fn requirements(mode: NetworkMode, config: Option<&ConfigFile>) -> Vec<Requi
     let inbound_third_party = match mode {
         NetworkMode::Public => "internet-facing load balancer",
         NetworkMode::Private => "internal load balancer (the customer's network must route it)",
-        NetworkMode::AllPrivate if public_services => "public-services endpoint (OIDC and webhook paths only)",
+        NetworkMode::AllPrivate if public_services => {
+            "public-services endpoint (OIDC and webhook paths only)"
+        }
         NetworkMode::AllPrivate => "internal load balancer (the customer's network must route it)",
     };
     let users = match mode {
@@ -265,8 +278,14 @@ pub fn requirements(mode: NetworkMode, config: Option<&ConfigFile>) -> Vec<Requi
         },
     ];
     for (host, reason) in [
-        ("open-vsx.org", "VS Code extension search, install and updates"),
-        ("openvsxorg.blob.core.windows.net", "VS Code extension downloads"),
+        (
+            "open-vsx.org",
+            "VS Code extension search, install and updates",
+        ),
+        (
+            "openvsxorg.blob.core.windows.net",
+            "VS Code extension downloads",
+        ),
         ("www.schemastore.org", "JSON language features of VS Code"),
     ] {
         list.push(out("vscode", host.to_owned(), egress, false, reason));
@@ -310,9 +329,14 @@ pub fn requirements(mode: NetworkMode, config: Option<&ConfigFile>) -> Vec<Requi
 pub fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host_and_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if host_and_port.starts_with('[') {
-        return host_and_port.split(']').next().map_or(host_and_port, |host| &host[1..]);
+        return host_and_port
+            .split(']')
+            .next()
+            .map_or(host_and_port, |host| &host[1..]);
     }
     host_and_port.split(':').next().unwrap_or(host_and_port)
 }
@@ -324,10 +348,19 @@ mod tests {
     #[test]
     fn a_sixteen_splits_into_private_quarters_and_small_public_subnets() {
         let layout = subnet_layout("10.40.0.0/16".parse().unwrap(), 3);
-        let private: Vec<String> = layout.iter().map(|zone| zone.private_cidr.to_string()).collect();
-        let public: Vec<String> = layout.iter().map(|zone| zone.public_cidr.to_string()).collect();
+        let private: Vec<String> = layout
+            .iter()
+            .map(|zone| zone.private_cidr.to_string())
+            .collect();
+        let public: Vec<String> = layout
+            .iter()
+            .map(|zone| zone.public_cidr.to_string())
+            .collect();
         assert_eq!(private, ["10.40.0.0/18", "10.40.64.0/18", "10.40.128.0/18"]);
-        assert_eq!(public, ["10.40.192.0/20", "10.40.208.0/20", "10.40.224.0/20"]);
+        assert_eq!(
+            public,
+            ["10.40.192.0/20", "10.40.208.0/20", "10.40.224.0/20"]
+        );
     }
 
     #[test]
@@ -339,7 +372,10 @@ mod tests {
 
     #[test]
     fn hosts_are_taken_from_urls() {
-        assert_eq!(host_of("https://control.example.com/api"), "control.example.com");
+        assert_eq!(
+            host_of("https://control.example.com/api"),
+            "control.example.com"
+        );
         assert_eq!(host_of("http://127.0.0.1:8080"), "127.0.0.1");
         assert_eq!(host_of("https://user@host.example:8443/x"), "host.example");
         assert_eq!(host_of("http://[::1]:80/"), "::1");

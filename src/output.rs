@@ -27,7 +27,8 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(format: OutputFormat, verbosity: Verbosity, no_progress: bool) -> Self {
-        let progress_bars = !no_progress && format == OutputFormat::Text && std::io::stderr().is_terminal();
+        let progress_bars =
+            !no_progress && format == OutputFormat::Text && std::io::stderr().is_terminal();
         Printer {
             format,
             verbosity,
@@ -88,10 +89,20 @@ impl Printer {
         let mut stderr = anstream::stderr();
         let _ = writeln!(stderr, "{} {error}", "error:".red().bold());
         for cause in causes {
-            let _ = writeln!(stderr, "  {} {}", "caused by:".bold(), indent(&cause, "    "));
+            let _ = writeln!(
+                stderr,
+                "  {} {}",
+                "caused by:".bold(),
+                indent(&cause, "    ")
+            );
         }
         if let Some(hint) = hint {
-            let _ = writeln!(stderr, "{} {}", "hint:".cyan().bold(), indent(&hint, "      "));
+            let _ = writeln!(
+                stderr,
+                "{} {}",
+                "hint:".cyan().bold(),
+                indent(&hint, "      ")
+            );
         }
     }
 
@@ -105,11 +116,16 @@ impl Printer {
 
 /// Indents every line after the first, so that multi-line messages stay aligned.
 fn indent(text: &str, prefix: &str) -> String {
-    text.lines().collect::<Vec<_>>().join(&format!("\n{prefix}"))
+    text.lines()
+        .collect::<Vec<_>>()
+        .join(&format!("\n{prefix}"))
 }
 
 /// A table for people: left-aligned columns, no borders, wrapped to the terminal's width.
-pub fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+pub fn table<const N: usize>(
+    header: [&str; N],
+    rows: impl IntoIterator<Item = [String; N]>,
+) -> String {
     let mut table = comfy_table::Table::new();
     table
         .load_style(comfy_table::presets::NOTHING)
@@ -121,5 +137,9 @@ pub fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }
-    table.lines().map(|line| line.trim_end().to_owned()).collect::<Vec<_>>().join("\n")
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

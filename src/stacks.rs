@@ -84,8 +84,14 @@ mod tests {
     fn every_stack_comes_after_its_dependencies() {
         for (position, kind) in StackKind::ALL.iter().enumerate() {
             for dependency in kind.depends_on() {
-                let dependency_position = StackKind::ALL.iter().position(|other| other == dependency).unwrap();
-                assert!(dependency_position < position, "{kind} is listed before {dependency}");
+                let dependency_position = StackKind::ALL
+                    .iter()
+                    .position(|other| other == dependency)
+                    .unwrap();
+                assert!(
+                    dependency_position < position,
+                    "{kind} is listed before {dependency}"
+                );
             }
         }
     }

@@ -49,14 +49,21 @@ pub fn validate(settings: &GlobalSettings, printer: &Printer) -> Result<ExitStat
             }
             Ok(ExitStatus::Success)
         }
-        Err(ConfigError::Invalid { path: file, problems }) if printer.json_mode() => {
+        Err(ConfigError::Invalid {
+            path: file,
+            problems,
+        }) if printer.json_mode() => {
             printer.data(&ValidationReport {
                 path,
                 valid: false,
                 problems: &problems,
                 stacks: Vec::new(),
             });
-            Err(ConfigError::Invalid { path: file, problems }.into())
+            Err(ConfigError::Invalid {
+                path: file,
+                problems,
+            }
+            .into())
         }
         Err(error) => Err(error.into()),
     }

@@ -2,8 +2,10 @@
 //! result through the printer.
 
 mod config;
+mod deploy;
 mod network;
 mod render;
+mod reporter;
 
 use crate::cli::{Cli, Command, ConfigCommand, NetworkCommand};
 use crate::error::{Error, ExitStatus};
@@ -24,6 +26,10 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Network {
             command: NetworkCommand::Requirements(args),
         } => network::requirements(&settings, &printer, &args),
+        Command::Plan(args) => deploy::plan(&settings, &printer, &args),
+        Command::Install(args) => deploy::install(&settings, &printer, &args),
+        Command::Status => deploy::status(&settings, &printer),
+        Command::Teardown(args) => deploy::teardown(&settings, &printer, &args),
     };
     match result {
         Ok(status) => status,

@@ -22,7 +22,11 @@ struct WrittenStack<'a> {
     delivery: &'static str,
 }
 
-pub fn render(settings: &GlobalSettings, printer: &Printer, args: &RenderArgs) -> Result<ExitStatus, Error> {
+pub fn render(
+    settings: &GlobalSettings,
+    printer: &Printer,
+    args: &RenderArgs,
+) -> Result<ExitStatus, Error> {
     let config = settings.load_config()?;
     let release = ReleaseManifest::load(&args.release)?;
     let stacks = render::render_all(&config, &release)?;
@@ -47,7 +51,9 @@ pub fn render(settings: &GlobalSettings, printer: &Printer, args: &RenderArgs) -
     }
 
     if printer.json_mode() {
-        printer.data(&serde_json::json!({ "release": release.version.to_string(), "stacks": written }));
+        printer.data(
+            &serde_json::json!({ "release": release.version.to_string(), "stacks": written }),
+        );
     } else {
         printer.result(table(
             ["STACK", "RESOURCES", "BYTES", "DELIVERY", "TEMPLATE"],

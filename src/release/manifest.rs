@@ -80,13 +80,17 @@ impl FromStr for ImageReference {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, digest) = text
-            .split_once('@')
-            .ok_or_else(|| format!("\"{text}\" is not pinned by digest (expected …@sha256:<hex>)"))?;
+        let (name, digest) = text.split_once('@').ok_or_else(|| {
+            format!("\"{text}\" is not pinned by digest (expected …@sha256:<hex>)")
+        })?;
         let hex = digest
             .strip_prefix("sha256:")
             .ok_or_else(|| format!("\"{digest}\" is not a sha256 digest"))?;
-        if hex.len() != 64 || !hex.chars().all(|character| matches!(character, '0'..='9' | 'a'..='f')) {
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|character| matches!(character, '0'..='9' | 'a'..='f'))
+        {
             return Err(format!("\"{digest}\" is not 64 lowercase hex digits"));
         }
         let (registry, repository) = name
@@ -96,9 +100,11 @@ impl FromStr for ImageReference {
         let repository_valid = !repository.is_empty()
             && repository.split('/').all(|part| {
                 !part.is_empty()
-                    && part
-                        .chars()
-                        .all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || "._-".contains(character))
+                    && part.chars().all(|character| {
+                        character.is_ascii_lowercase()
+                            || character.is_ascii_digit()
+                            || "._-".contains(character)
+                    })
             });
         if !repository_valid {
             return Err(format!("\"{repository}\" is not a valid repository path"));
@@ -113,7 +119,11 @@ impl FromStr for ImageReference {
 
 impl fmt::Display for ImageReference {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}/{}@{}", self.registry, self.repository, self.digest)
+        write!(
+            formatter,
+            "{}/{}@{}",
+            self.registry, self.repository, self.digest
+        )
     }
 }
 
@@ -163,8 +173,8 @@ impl ReleaseManifest {
     /// Parses a manifest; `path` only names it in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, ManifestError> {
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let manifest: ReleaseManifest =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| ManifestError::Malformed {
+        let manifest: ReleaseManifest = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|error| ManifestError::Malformed {
                 path: path.to_owned(),
                 key: error.path().to_string(),
                 message: error.into_inner().to_string(),
@@ -187,27 +197,43 @@ impl ReleaseManifest {
             return Err("it lists no components".into());
         }
         let mut names = std::collections::BTreeSet::new();
+        let mut routed_paths = std::collections::BTreeMap::new();
         for component in &self.components {
             let name = &component.name;
             let valid_name = (1..=32).contains(&name.len())
                 && name.starts_with(|character: char| character.is_ascii_lowercase())
-                && name
-                    .chars()
-                    .all(|character| character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-');
+                && name.chars().all(|character| {
+                    character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-'
+                });
             if !valid_name {
-                return Err(format!("component name \"{name}\" must be lowercase letters, digits and hyphens"));
+                return Err(format!(
+                    "component name \"{name}\" must be lowercase letters, digits and hyphens"
+                ));
             }
             if !names.insert(name.as_str()) {
                 return Err(format!("component \"{name}\" is listed twice"));
             }
             if component.port == 0 || component.cpu == 0 || component.memory == 0 {
-                return Err(format!("component \"{name}\" needs a port, cpu and memory above zero"));
+                return Err(format!(
+                    "component \"{name}\" needs a port, cpu and memory above zero"
+                ));
             }
             if !component.health_check_path.starts_with('/') {
-                return Err(format!("component \"{name}\" has a health check path that does not start with /"));
+                return Err(format!(
+                    "component \"{name}\" has a health check path that does not start with /"
+                ));
             }
             if let Some(path) = component.paths.iter().find(|path| !path.starts_with('/')) {
-                return Err(format!("component \"{name}\" routes \"{path}\", which does not start with /"));
+                return Err(format!(
+                    "component \"{name}\" routes \"{path}\", which does not start with /"
+                ));
+            }
+            for path in &component.paths {
+                if let Some(other) = routed_paths.insert(path.as_str(), name.as_str()) {
+                    return Err(format!(
+                        "components \"{other}\" and \"{name}\" both route \"{path}\""
+                    ));
+                }
             }
         }
         if let Some(minimum) = &self.minimum_upgrade_from {
@@ -229,12 +255,21 @@ mod tests {
     #[test]
     fn image_references_must_be_pinned_by_digest() {
         let digest = format!("sha256:{}", "a".repeat(64));
-        let reference: ImageReference = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/vendor/server@{digest}")
-            .parse()
-            .unwrap();
+        let reference: ImageReference =
+            format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/vendor/server@{digest}")
+                .parse()
+                .unwrap();
         assert_eq!(reference.repository, "vendor/server");
-        assert!("registry.example/server:latest".parse::<ImageReference>().is_err());
+        assert!(
+            "registry.example/server:latest"
+                .parse::<ImageReference>()
+                .is_err()
+        );
         assert!("server@sha256:abc".parse::<ImageReference>().is_err());
-        assert!(format!("registry.example/Server@{digest}").parse::<ImageReference>().is_err());
+        assert!(
+            format!("registry.example/Server@{digest}")
+                .parse::<ImageReference>()
+                .is_err()
+        );
     }
 }

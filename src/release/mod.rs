@@ -2,4 +2,6 @@
 
 mod manifest;
 
-pub use manifest::{Component, ImageReference, ManifestError, ReleaseManifest, RELEASE_SCHEMA_VERSION};
+pub use manifest::{
+    Component, ImageReference, ManifestError, RELEASE_SCHEMA_VERSION, ReleaseManifest,
+};

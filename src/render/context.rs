@@ -125,15 +125,16 @@ impl TemplateContext {
         let mode = config.network.mode;
         let all_private = mode == NetworkMode::AllPrivate;
         let public_services = all_private && config.network.public_services;
-        let zones = network::subnet_layout(config.network.vpc_cidr, config.network.availability_zones)
-            .into_iter()
-            .map(|zone| ZoneContext {
-                index: zone.index,
-                suffix: zone.suffix,
-                private_cidr: zone.private_cidr.to_string(),
-                public_cidr: zone.public_cidr.to_string(),
-            })
-            .collect();
+        let zones =
+            network::subnet_layout(config.network.vpc_cidr, config.network.availability_zones)
+                .into_iter()
+                .map(|zone| ZoneContext {
+                    index: zone.index,
+                    suffix: zone.suffix,
+                    private_cidr: zone.private_cidr.to_string(),
+                    public_cidr: zone.public_cidr.to_string(),
+                })
+                .collect();
         let endpoints = |services: &[&str]| {
             services
                 .iter()
@@ -188,8 +189,30 @@ impl TemplateContext {
     }
 }
 
-fn release_context(instance: &str, release: &ReleaseManifest, public_services: bool) -> ReleaseContext {
-    let mut priority = 0;
+/// A listener rule priority that depends only on the component and the rule's position in it,
+/// so that a release adding or removing another component's rules never moves this one: an
+/// update that gave a new rule a priority an existing rule still holds would fail.
+fn stable_priority(
+    component: &str,
+    index: usize,
+    taken: &mut std::collections::BTreeSet<u32>,
+) -> u32 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{component}#{index}").as_bytes());
+    let mut priority =
+        1 + u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % 49_999;
+    while !taken.insert(priority) {
+        priority = priority % 49_999 + 1;
+    }
+    priority
+}
+
+fn release_context(
+    instance: &str,
+    release: &ReleaseManifest,
+    public_services: bool,
+) -> ReleaseContext {
+    let mut taken = std::collections::BTreeSet::new();
     let mut default_component = None;
     let mut public_rules = Vec::new();
     let components = release
@@ -198,15 +221,18 @@ fn release_context(instance: &str, release: &ReleaseManifest, public_services: b
         .map(|component| {
             let logical_id = pascal_case(&component.name);
             let mut rules = Vec::new();
-            let specific: Vec<&String> = component.paths.iter().filter(|path| path.as_str() != "/*").collect();
+            let specific: Vec<&String> = component
+                .paths
+                .iter()
+                .filter(|path| path.as_str() != "/*")
+                .collect();
             if specific.len() < component.paths.len() && default_component.is_none() {
                 default_component = Some(logical_id.clone());
             }
             for (index, paths) in specific.chunks(PATHS_PER_RULE).enumerate() {
-                priority += 1;
                 rules.push(RuleContext {
                     logical_id: format!("{logical_id}Rule{}", index + 1),
-                    priority,
+                    priority: stable_priority(&component.name, index, &mut taken),
                     paths: paths.iter().map(|path| (*path).clone()).collect(),
                     component: logical_id.clone(),
                 });
@@ -268,6 +294,25 @@ pub fn pascal_case(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_priorities_do_not_move_when_another_component_changes() {
+        let mut first = std::collections::BTreeSet::new();
+        let server = stable_priority("server", 0, &mut first);
+        let mut second = std::collections::BTreeSet::new();
+        stable_priority("dashboard", 0, &mut second);
+        stable_priority("dashboard", 1, &mut second);
+        assert_eq!(stable_priority("server", 0, &mut second), server);
+        assert!((1..=49_999).contains(&server));
+    }
+
+    #[test]
+    fn taken_priorities_are_skipped() {
+        let mut taken = std::collections::BTreeSet::new();
+        let first = stable_priority("server", 0, &mut taken);
+        let mut crowded: std::collections::BTreeSet<u32> = [first].into();
+        assert_ne!(stable_priority("server", 0, &mut crowded), first);
+    }
 
     #[test]
     fn names_become_logical_ids() {

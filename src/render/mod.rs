@@ -2,7 +2,7 @@
 //! from, and the checks every rendered template passes before anyone sees it.
 
 mod context;
-mod validate;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -11,7 +11,7 @@ use handlebars::{Handlebars, handlebars_helper};
 use serde::Serialize;
 
 pub use context::{PUBLIC_SERVICE_PATHS, TemplateContext, pascal_case};
-pub use validate::{TemplateSummary, ValidationError};
+pub use validate::{TemplateResource, TemplateSummary, ValidationError, validate};
 
 use crate::config::ConfigFile;
 use crate::release::ReleaseManifest;
@@ -105,20 +105,28 @@ impl RenderedStack {
 }
 
 /// Renders and validates every stack the configuration deploys, dependencies first.
-pub fn render_all(config: &ConfigFile, release: &ReleaseManifest) -> Result<Vec<RenderedStack>, RenderError> {
+pub fn render_all(
+    config: &ConfigFile,
+    release: &ReleaseManifest,
+) -> Result<Vec<RenderedStack>, RenderError> {
     let context = TemplateContext::new(config, release);
     let kinds = StackKind::for_config(config);
     let mut rendered: Vec<RenderedStack> = Vec::with_capacity(kinds.len());
     for kind in kinds {
         let body = render_template(kind, &context)?;
-        let summary = validate::validate(&body).map_err(|source| RenderError::Invalid { stack: kind, source })?;
+        let summary = validate::validate(&body).map_err(|source| RenderError::Invalid {
+            stack: kind,
+            source,
+        })?;
         let parameters = summary
             .required_parameters
             .iter()
             .map(|parameter| {
                 kind.depends_on()
                     .iter()
-                    .filter_map(|dependency| rendered.iter().find(|stack| stack.kind == *dependency))
+                    .filter_map(|dependency| {
+                        rendered.iter().find(|stack| stack.kind == *dependency)
+                    })
                     .find(|dependency| dependency.summary.outputs.contains(parameter))
                     .map(|dependency| ParameterSource {
                         parameter: parameter.clone(),
@@ -163,6 +171,15 @@ pub fn render_template(kind: StackKind, context: &TemplateContext) -> Result<Str
             stack: kind,
             source: Box::new(source),
         })
+}
+
+/// The sha256 of a template, in hex: names uploaded templates by content.
+pub fn content_digest(body: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Tags on every stack: the configured ones plus the installer's own, which CloudFormation

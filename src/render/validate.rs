@@ -68,9 +68,23 @@ pub enum ValidationError {
     #[error("{location} refers to {target}, which is not defined in the template")]
     DanglingReference { location: String, target: String },
     #[error("{resource} ({resource_type}) holds data but does not state its DeletionPolicy")]
-    MissingDeletionPolicy { resource: String, resource_type: String },
-    #[error("it is {size} bytes, over CloudFormation's limit of {S3_TEMPLATE_LIMIT} bytes even through S3")]
+    MissingDeletionPolicy {
+        resource: String,
+        resource_type: String,
+    },
+    #[error(
+        "it is {size} bytes, over CloudFormation's limit of {S3_TEMPLATE_LIMIT} bytes even through S3"
+    )]
     TooLarge { size: usize },
+}
+
+/// One resource a template declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateResource {
+    pub logical_id: String,
+    pub resource_type: String,
+    /// `Retain` keeps the resource when the stack is deleted.
+    pub deletion_policy: Option<String>,
 }
 
 /// What a valid template declares, for wiring stacks together and for reports.
@@ -78,6 +92,9 @@ pub enum ValidationError {
 pub struct TemplateSummary {
     pub size: usize,
     pub resources: usize,
+    /// Each resource's logical ID, type and deletion policy, in template order.
+    #[serde(skip)]
+    pub resource_list: Vec<TemplateResource>,
     /// Parameters without a default: each must be supplied from another stack's output.
     pub required_parameters: Vec<String>,
     pub outputs: Vec<String>,
@@ -91,7 +108,10 @@ pub fn validate(body: &str) -> Result<TemplateSummary, ValidationError> {
     let root = template
         .as_object()
         .ok_or_else(|| shape("the template is not a mapping"))?;
-    if let Some(key) = root.keys().find(|key| !TOP_LEVEL_KEYS.contains(&key.as_str())) {
+    if let Some(key) = root
+        .keys()
+        .find(|key| !TOP_LEVEL_KEYS.contains(&key.as_str()))
+    {
         return Err(shape(format!("unknown top-level section {key}")));
     }
     let section = |name: &str| -> Result<serde_json::Map<String, Value>, ValidationError> {
@@ -108,7 +128,10 @@ pub fn validate(body: &str) -> Result<TemplateSummary, ValidationError> {
     if resources.is_empty() {
         return Err(shape("the template declares no resources"));
     }
-    if resources.len() > MAX_RESOURCES || parameters.len() > MAX_PARAMETERS || outputs.len() > MAX_OUTPUTS {
+    if resources.len() > MAX_RESOURCES
+        || parameters.len() > MAX_PARAMETERS
+        || outputs.len() > MAX_OUTPUTS
+    {
         return Err(shape(format!(
             "{} resources, {} parameters and {} outputs exceed CloudFormation's quotas ({MAX_RESOURCES}, {MAX_PARAMETERS}, {MAX_OUTPUTS})",
             resources.len(),
@@ -125,8 +148,13 @@ pub fn validate(body: &str) -> Result<TemplateSummary, ValidationError> {
         let resource = resource
             .as_object()
             .ok_or_else(|| shape(format!("resource {name} is not a mapping")))?;
-        if let Some(key) = resource.keys().find(|key| !RESOURCE_KEYS.contains(&key.as_str())) {
-            return Err(shape(format!("resource {name} has the unknown attribute {key}")));
+        if let Some(key) = resource
+            .keys()
+            .find(|key| !RESOURCE_KEYS.contains(&key.as_str()))
+        {
+            return Err(shape(format!(
+                "resource {name} has the unknown attribute {key}"
+            )));
         }
         let resource_type = resource
             .get("Type")
@@ -170,15 +198,38 @@ pub fn validate(body: &str) -> Result<TemplateSummary, ValidationError> {
         )?;
     }
     for (name, output) in &outputs {
-        check_references(output, &format!("Outputs.{name}"), &referable, &resources, &conditions)?;
+        check_references(
+            output,
+            &format!("Outputs.{name}"),
+            &referable,
+            &resources,
+            &conditions,
+        )?;
     }
     for (name, condition) in &conditions {
-        check_references(condition, &format!("Conditions.{name}"), &referable, &resources, &conditions)?;
+        check_references(
+            condition,
+            &format!("Conditions.{name}"),
+            &referable,
+            &resources,
+            &conditions,
+        )?;
     }
 
     Ok(TemplateSummary {
         size: body.len(),
         resources: resources.len(),
+        resource_list: resources
+            .iter()
+            .map(|(name, resource)| TemplateResource {
+                logical_id: name.clone(),
+                resource_type: resource["Type"].as_str().unwrap_or_default().to_owned(),
+                deletion_policy: resource
+                    .get("DeletionPolicy")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            })
+            .collect(),
         required_parameters: parameters
             .iter()
             .filter(|(_, parameter)| parameter.get("Default").is_none())
@@ -209,7 +260,9 @@ fn check_references(
             let (function, argument) = map.iter().next().expect("one entry");
             match function.as_str() {
                 "Ref" => {
-                    let target = argument.as_str().ok_or_else(|| shape(format!("{location}: Ref takes a name")))?;
+                    let target = argument
+                        .as_str()
+                        .ok_or_else(|| shape(format!("{location}: Ref takes a name")))?;
                     if !referable.contains(target) {
                         return Err(dangling(target));
                     }
@@ -221,7 +274,11 @@ fn check_references(
                         Value::String(dotted) => dotted.split('.').next(),
                         _ => None,
                     }
-                    .ok_or_else(|| shape(format!("{location}: Fn::GetAtt takes [resource, attribute]")))?;
+                    .ok_or_else(|| {
+                        shape(format!(
+                            "{location}: Fn::GetAtt takes [resource, attribute]"
+                        ))
+                    })?;
                     if !resources.contains_key(target) {
                         return Err(dangling(target));
                     }
@@ -234,18 +291,25 @@ fn check_references(
                             parts.first().and_then(Value::as_str).unwrap_or_default(),
                             parts.get(1).and_then(Value::as_object),
                         ),
-                        _ => return Err(shape(format!("{location}: Fn::Sub takes a string or [string, variables]"))),
+                        _ => {
+                            return Err(shape(format!(
+                                "{location}: Fn::Sub takes a string or [string, variables]"
+                            )));
+                        }
                     };
                     for variable in sub_variables(text) {
                         let base = variable.split('.').next().unwrap_or(variable);
-                        let known = variables.is_some_and(|variables| variables.contains_key(variable))
+                        let known = variables
+                            .is_some_and(|variables| variables.contains_key(variable))
                             || referable.contains(variable)
                             || (variable.contains('.') && resources.contains_key(base));
                         if !known {
                             return Err(dangling(variable));
                         }
                     }
-                    if let Some(Value::Object(variables)) = argument.as_array().and_then(|parts| parts.get(1)) {
+                    if let Some(Value::Object(variables)) =
+                        argument.as_array().and_then(|parts| parts.get(1))
+                    {
                         for value in variables.values() {
                             check_references(value, location, referable, resources, conditions)?;
                         }
@@ -268,12 +332,12 @@ fn check_references(
             }
             check_references(argument, location, referable, resources, conditions)
         }
-        Value::Object(map) => map
-            .values()
-            .try_for_each(|value| check_references(value, location, referable, resources, conditions)),
-        Value::Array(items) => items
-            .iter()
-            .try_for_each(|value| check_references(value, location, referable, resources, conditions)),
+        Value::Object(map) => map.values().try_for_each(|value| {
+            check_references(value, location, referable, resources, conditions)
+        }),
+        Value::Array(items) => items.iter().try_for_each(|value| {
+            check_references(value, location, referable, resources, conditions)
+        }),
         _ => Ok(()),
     }
 }
@@ -299,14 +363,21 @@ mod tests {
     use super::*;
 
     fn template(resources: &str) -> String {
-        format!("AWSTemplateFormatVersion: '2010-09-09'\nParameters:\n  KeyArn:\n    Type: String\nResources:\n{resources}")
+        format!(
+            "AWSTemplateFormatVersion: '2010-09-09'\nParameters:\n  KeyArn:\n    Type: String\nResources:\n{resources}"
+        )
     }
 
     #[test]
     fn a_reference_to_an_undefined_resource_is_caught() {
-        let body = template("  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      KmsMasterKeyId:\n        Ref: KeyArm\n");
+        let body = template(
+            "  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      KmsMasterKeyId:\n        Ref: KeyArm\n",
+        );
         let error = validate(&body).unwrap_err();
-        assert_eq!(error.to_string(), "Resources.Topic refers to KeyArm, which is not defined in the template");
+        assert_eq!(
+            error.to_string(),
+            "Resources.Topic refers to KeyArm, which is not defined in the template"
+        );
     }
 
     #[test]
@@ -314,18 +385,25 @@ mod tests {
         let body = template(
             "  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName:\n        Fn::Sub: '${AWS::StackName}-${!Literal}-${Missing}'\n",
         );
-        assert!(matches!(validate(&body), Err(ValidationError::DanglingReference { target, .. }) if target == "Missing"));
+        assert!(
+            matches!(validate(&body), Err(ValidationError::DanglingReference { target, .. }) if target == "Missing")
+        );
     }
 
     #[test]
     fn a_bucket_without_deletion_policy_is_refused() {
         let body = template("  Bucket:\n    Type: AWS::S3::Bucket\n");
-        assert!(matches!(validate(&body), Err(ValidationError::MissingDeletionPolicy { .. })));
+        assert!(matches!(
+            validate(&body),
+            Err(ValidationError::MissingDeletionPolicy { .. })
+        ));
     }
 
     #[test]
     fn parameters_without_defaults_are_required() {
-        let body = template("  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      KmsMasterKeyId:\n        Ref: KeyArn\n");
+        let body = template(
+            "  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      KmsMasterKeyId:\n        Ref: KeyArn\n",
+        );
         assert_eq!(validate(&body).unwrap().required_parameters, ["KeyArn"]);
     }
 }

@@ -106,7 +106,10 @@ pub fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs a command and returns its exit code, stdout and stderr with temporary paths filtered.
 pub fn run(command: &mut Command, directory: &Path) -> (i32, String, String) {
-    let output = command.current_dir(directory).output().expect("the command runs");
+    let output = command
+        .current_dir(directory)
+        .output()
+        .expect("the command runs");
     let filter = |bytes: &[u8]| {
         String::from_utf8_lossy(bytes)
             .replace(&directory.display().to_string(), "[TEMP]")

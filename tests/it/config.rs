@@ -6,14 +6,20 @@ use crate::common::{ALL_PRIVATE_PUBLIC_SERVICES, config_file, run, stackwright};
 fn validate(text: &str) -> String {
     let (directory, path) = config_file(text);
     let (code, stdout, stderr) = run(
-        stackwright().arg("--config").arg(&path).args(["config", "validate"]),
+        stackwright()
+            .arg("--config")
+            .arg(&path)
+            .args(["config", "validate"]),
         directory.path(),
     );
     format!("exit: {code}\n--- stdout\n{stdout}--- stderr\n{stderr}")
 }
 
 fn with(from: &str, to: &str) -> String {
-    assert!(ALL_PRIVATE_PUBLIC_SERVICES.contains(from), "the sample contains {from:?}");
+    assert!(
+        ALL_PRIVATE_PUBLIC_SERVICES.contains(from),
+        "the sample contains {from:?}"
+    );
     ALL_PRIVATE_PUBLIC_SERVICES.replacen(from, to, 1)
 }
 
@@ -39,12 +45,18 @@ fn a_cidr_too_small_for_the_subnets() {
 
 #[test]
 fn one_availability_zone() {
-    insta::assert_snapshot!(validate(&with("availability_zones = 3", "availability_zones = 1")));
+    insta::assert_snapshot!(validate(&with(
+        "availability_zones = 3",
+        "availability_zones = 1"
+    )));
 }
 
 #[test]
 fn four_availability_zones() {
-    insta::assert_snapshot!(validate(&with("availability_zones = 3", "availability_zones = 4")));
+    insta::assert_snapshot!(validate(&with(
+        "availability_zones = 3",
+        "availability_zones = 4"
+    )));
 }
 
 #[test]
@@ -62,7 +74,10 @@ fn an_invalid_domain() {
 
 #[test]
 fn an_unknown_key() {
-    insta::assert_snapshot!(validate(&with("[network]\n", "[network]\nnat_gateways = 1\n")));
+    insta::assert_snapshot!(validate(&with(
+        "[network]\n",
+        "[network]\nnat_gateways = 1\n"
+    )));
 }
 
 #[test]
@@ -82,7 +97,10 @@ fn a_missing_schema_version() {
 
 #[test]
 fn a_mode_that_does_not_exist() {
-    insta::assert_snapshot!(validate(&with("mode = \"all-private\"", "mode = \"hybrid\"")));
+    insta::assert_snapshot!(validate(&with(
+        "mode = \"all-private\"",
+        "mode = \"hybrid\""
+    )));
 }
 
 #[test]
@@ -137,7 +155,10 @@ fn a_region_override_is_validated_too() {
         directory.path(),
     );
     assert_eq!(code, 1);
-    assert!(stderr.contains("--region: \"mars-1\" is not an AWS region name"), "{stderr}");
+    assert!(
+        stderr.contains("--region: \"mars-1\" is not an AWS region name"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -154,5 +175,8 @@ fn a_bad_command_line_exits_with_the_usage_code() {
     let directory = tempfile::tempdir().unwrap();
     let (code, _, stderr) = run(stackwright().arg("--frobnicate"), directory.path());
     assert_eq!(code, 64);
-    assert!(stderr.contains("unexpected argument '--frobnicate'"), "{stderr}");
+    assert!(
+        stderr.contains("unexpected argument '--frobnicate'"),
+        "{stderr}"
+    );
 }

@@ -39,7 +39,14 @@ fn render_variants() -> (tempfile::TempDir, Vec<PathBuf>) {
 fn cfn_lint_finds_nothing_in_any_template() {
     let (_root, templates) = render_variants();
     let output = Command::new(tool("cfn-lint"))
-        .args(["--regions", "us-east-1", "eu-central-1", "--format", "parseable", "--"])
+        .args([
+            "--regions",
+            "us-east-1",
+            "eu-central-1",
+            "--format",
+            "parseable",
+            "--",
+        ])
         .args(&templates)
         .output()
         .unwrap();
@@ -64,35 +71,60 @@ fn checkov_passes_every_check_or_skips_it_with_a_reason() {
     let output = Command::new(tool("checkov"))
         .arg("--directory")
         .arg(root.path())
-        .args(["--framework", "cloudformation", "--output", "json", "--quiet", "--compact"])
+        .args([
+            "--framework",
+            "cloudformation",
+            "--output",
+            "json",
+            "--compact",
+        ])
         .env("BC_SKIP_MAPPING", "TRUE")
         .env("CHECKOV_RUN_SCA_PACKAGE_SCAN_V2", "false")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|error| {
-        panic!("checkov printed no JSON report ({error}):\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr))
+        panic!(
+            "checkov printed no JSON report ({error}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
     });
     let reports = match report {
         serde_json::Value::Array(reports) => reports,
         single => vec![single],
     };
-    let total = |field: &str| -> u64 { reports.iter().map(|report| report["summary"][field].as_u64().unwrap_or(0)).sum() };
-    let (passed, failed, skipped, parsing_errors) =
-        (total("passed"), total("failed"), total("skipped"), total("parsing_errors"));
+    let total = |field: &str| -> u64 {
+        reports
+            .iter()
+            .map(|report| report["summary"][field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let (passed, failed, skipped, parsing_errors) = (
+        total("passed"),
+        total("failed"),
+        total("skipped"),
+        total("parsing_errors"),
+    );
     println!(
         "checkov: {} templates, {passed} passed, {failed} failed, {skipped} skipped, {parsing_errors} parsing errors",
         templates.len()
     );
     let mut skips: Vec<String> = reports
         .iter()
-        .flat_map(|report| report["results"]["skipped_checks"].as_array().cloned().unwrap_or_default())
+        .flat_map(|report| {
+            report["results"]["skipped_checks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|check| {
             format!(
                 "{} {}: {}",
                 check["check_id"].as_str().unwrap_or_default(),
                 check["resource"].as_str().unwrap_or_default(),
-                check["check_result"]["suppress_comment"].as_str().unwrap_or_default()
+                check["check_result"]["suppress_comment"]
+                    .as_str()
+                    .unwrap_or_default()
             )
         })
         .collect();
@@ -103,7 +135,12 @@ fn checkov_passes_every_check_or_skips_it_with_a_reason() {
     }
     let failures: Vec<String> = reports
         .iter()
-        .flat_map(|report| report["results"]["failed_checks"].as_array().cloned().unwrap_or_default())
+        .flat_map(|report| {
+            report["results"]["failed_checks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|check| {
             format!(
                 "{} {} in {}",
@@ -115,9 +152,16 @@ fn checkov_passes_every_check_or_skips_it_with_a_reason() {
         .collect();
     assert!(passed > 0, "checkov ran no checks");
     assert_eq!(parsing_errors, 0, "checkov could not parse a template");
-    assert!(failures.is_empty(), "checkov failed checks:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "checkov failed checks:\n{}",
+        failures.join("\n")
+    );
     for skip in &skips {
-        let reason = skip.split_once(": ").map(|(_, reason)| reason.trim()).unwrap_or_default();
+        let reason = skip
+            .split_once(": ")
+            .map(|(_, reason)| reason.trim())
+            .unwrap_or_default();
         assert!(reason.len() > 10, "a skip without a reason: {skip}");
     }
 }

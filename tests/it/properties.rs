@@ -14,8 +14,15 @@ fn value() -> impl Strategy<Value = String> {
         (0i64..6).prop_map(|number| number.to_string()),
         any::<i64>().prop_map(|number| number.to_string()),
         any::<bool>().prop_map(|flag| flag.to_string()),
-        (0u8..=255, 0u8..=255, 0u8..=40).prop_map(|(a, b, prefix)| format!("\"10.{a}.{b}.0/{prefix}\"")),
-        prop::sample::select(vec!["\"public\"", "\"private\"", "\"all-private\"", "\"hybrid\""]).prop_map(str::to_owned),
+        (0u8..=255, 0u8..=255, 0u8..=40)
+            .prop_map(|(a, b, prefix)| format!("\"10.{a}.{b}.0/{prefix}\"")),
+        prop::sample::select(vec![
+            "\"public\"",
+            "\"private\"",
+            "\"all-private\"",
+            "\"hybrid\""
+        ])
+        .prop_map(str::to_owned),
         Just("[]".to_owned()),
         Just("[\"org:abc/project:*\"]".to_owned()),
     ]
@@ -60,12 +67,21 @@ fn configuration() -> impl Strategy<Value = String> {
                     "[network]".into(),
                     format!("mode = \"{mode}\""),
                     format!("availability_zones = {zones}"),
-                    format!("public_services = {}", public_services && mode == "all-private"),
+                    format!(
+                        "public_services = {}",
+                        public_services && mode == "all-private"
+                    ),
                 ],
-                vec!["[control_plane]".into(), "url = \"https://control.example.com\"".into()],
+                vec![
+                    "[control_plane]".into(),
+                    "url = \"https://control.example.com\"".into(),
+                ],
             ];
             if identity {
-                sections.push(vec!["[identity]".into(), "subject_patterns = [\"org:7f3a/project:*\"]".into()]);
+                sections.push(vec![
+                    "[identity]".into(),
+                    "subject_patterns = [\"org:7f3a/project:*\"]".into(),
+                ]);
             }
             for (key, value, section) in edits {
                 let last = sections.len() - 1;
@@ -73,7 +89,11 @@ fn configuration() -> impl Strategy<Value = String> {
                 lines.retain(|line| !line.starts_with(&format!("{key} =")));
                 lines.push(format!("{key} = {value}"));
             }
-            sections.into_iter().map(|lines| lines.join("\n")).collect::<Vec<_>>().join("\n")
+            sections
+                .into_iter()
+                .map(|lines| lines.join("\n"))
+                .collect::<Vec<_>>()
+                .join("\n")
         })
 }
 

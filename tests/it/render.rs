@@ -54,7 +54,10 @@ fn count(template: &Value, resource_type: &str) -> usize {
         .count()
 }
 
-fn resources_of<'a>(template: &'a Value, resource_type: &'a str) -> impl Iterator<Item = &'a Value> {
+fn resources_of<'a>(
+    template: &'a Value,
+    resource_type: &'a str,
+) -> impl Iterator<Item = &'a Value> {
     template["Resources"]
         .as_object()
         .unwrap()
@@ -63,9 +66,15 @@ fn resources_of<'a>(template: &'a Value, resource_type: &'a str) -> impl Iterato
 }
 
 fn load_balancer_schemes(platform: &Value) -> Vec<String> {
-    let mut schemes: Vec<String> = resources_of(platform, "AWS::ElasticLoadBalancingV2::LoadBalancer")
-        .map(|balancer| balancer["Properties"]["Scheme"].as_str().unwrap_or("internet-facing").to_owned())
-        .collect();
+    let mut schemes: Vec<String> =
+        resources_of(platform, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+            .map(|balancer| {
+                balancer["Properties"]["Scheme"]
+                    .as_str()
+                    .unwrap_or("internet-facing")
+                    .to_owned()
+            })
+            .collect();
     schemes.sort();
     schemes
 }
@@ -93,20 +102,44 @@ fn public_mode_faces_the_internet_and_egresses_through_nat() {
     let files = render(VARIANTS[0].1);
     let network = template(&files, "network");
     assert_eq!(count(&network, "AWS::EC2::InternetGateway"), 1);
-    assert_eq!(count(&network, "AWS::EC2::NatGateway"), 3, "one NAT gateway per zone");
+    assert_eq!(
+        count(&network, "AWS::EC2::NatGateway"),
+        3,
+        "one NAT gateway per zone"
+    );
     assert_eq!(count(&network, "AWS::EC2::Subnet"), 6);
-    assert_eq!(count(&network, "AWS::EC2::VPCEndpoint"), 2, "only the S3 and DynamoDB gateways");
-    assert_eq!(load_balancer_schemes(&template(&files, "platform")), ["internet-facing"]);
-    assert!(files.contains_key("identity.template.yaml"), "identity is configured");
+    assert_eq!(
+        count(&network, "AWS::EC2::VPCEndpoint"),
+        2,
+        "only the S3 and DynamoDB gateways"
+    );
+    assert_eq!(
+        load_balancer_schemes(&template(&files, "platform")),
+        ["internet-facing"]
+    );
+    assert!(
+        files.contains_key("identity.template.yaml"),
+        "identity is configured"
+    );
 }
 
 #[test]
 fn private_mode_keeps_the_load_balancer_internal_with_nat_egress() {
     let files = render(VARIANTS[1].1);
     let network = template(&files, "network");
-    assert_eq!(count(&network, "AWS::EC2::NatGateway"), 2, "one NAT gateway per zone");
-    assert_eq!(load_balancer_schemes(&template(&files, "platform")), ["internal"]);
-    assert!(!files.contains_key("identity.template.yaml"), "identity is not configured");
+    assert_eq!(
+        count(&network, "AWS::EC2::NatGateway"),
+        2,
+        "one NAT gateway per zone"
+    );
+    assert_eq!(
+        load_balancer_schemes(&template(&files, "platform")),
+        ["internal"]
+    );
+    assert!(
+        !files.contains_key("identity.template.yaml"),
+        "identity is not configured"
+    );
 }
 
 #[test]
@@ -115,7 +148,11 @@ fn all_private_mode_has_no_route_to_the_internet() {
     let network = template(&files, "network");
     assert_eq!(count(&network, "AWS::EC2::InternetGateway"), 0);
     assert_eq!(count(&network, "AWS::EC2::NatGateway"), 0);
-    assert_eq!(count(&network, "AWS::EC2::Subnet"), 3, "private subnets only");
+    assert_eq!(
+        count(&network, "AWS::EC2::Subnet"),
+        3,
+        "private subnets only"
+    );
     let routes: Vec<&Value> = resources_of(&network, "AWS::EC2::Route").collect();
     assert!(routes.is_empty(), "no route leaves the VPC: {routes:?}");
     let endpoints: Vec<String> = resources_of(&network, "AWS::EC2::VPCEndpoint")
@@ -126,48 +163,100 @@ fn all_private_mode_has_no_route_to_the_internet() {
         stackwright::network::INTERFACE_ENDPOINT_SERVICES.len() + 2,
         "an interface endpoint per service plus the S3 and DynamoDB gateways: {endpoints:?}"
     );
-    for service in ["ecr.api", "ecr.dkr", "sts", "logs", "secretsmanager", "kms", "s3", "dynamodb"] {
+    for service in [
+        "ecr.api",
+        "ecr.dkr",
+        "sts",
+        "logs",
+        "secretsmanager",
+        "kms",
+        "s3",
+        "dynamodb",
+    ] {
         assert!(
-            endpoints.iter().any(|name| name.contains(&format!(".{service}"))),
+            endpoints
+                .iter()
+                .any(|name| name.contains(&format!(".{service}"))),
             "no endpoint for {service}"
         );
     }
-    assert_eq!(load_balancer_schemes(&template(&files, "platform")), ["internal"]);
+    assert_eq!(
+        load_balancer_schemes(&template(&files, "platform")),
+        ["internal"]
+    );
 }
 
 #[test]
 fn public_services_add_an_internet_facing_endpoint_for_oidc_and_webhooks_only() {
     let files = render(VARIANTS[3].1);
     let network = template(&files, "network");
-    assert_eq!(count(&network, "AWS::EC2::InternetGateway"), 1, "for the public-services endpoint");
-    assert_eq!(count(&network, "AWS::EC2::NatGateway"), 0, "still no egress to the internet");
+    assert_eq!(
+        count(&network, "AWS::EC2::InternetGateway"),
+        1,
+        "for the public-services endpoint"
+    );
+    assert_eq!(
+        count(&network, "AWS::EC2::NatGateway"),
+        0,
+        "still no egress to the internet"
+    );
     let private_link = resources_of(&network, "AWS::EC2::VPCEndpoint")
-        .filter(|endpoint| endpoint["Properties"]["ServiceName"] == "com.amazonaws.vpce.us-east-1.vpce-svc-0123456789abcdef0")
+        .filter(|endpoint| {
+            endpoint["Properties"]["ServiceName"]
+                == "com.amazonaws.vpce.us-east-1.vpce-svc-0123456789abcdef0"
+        })
         .count();
-    assert_eq!(private_link, 1, "the control plane is reached through PrivateLink");
+    assert_eq!(
+        private_link, 1,
+        "the control plane is reached through PrivateLink"
+    );
     let platform = template(&files, "platform");
-    assert_eq!(load_balancer_schemes(&platform), ["internal", "internet-facing"]);
-    let mut public_paths: Vec<String> = resources_of(&platform, "AWS::ElasticLoadBalancingV2::ListenerRule")
-        .filter(|rule| {
-            let listener = rule["Properties"]["ListenerArn"]["Ref"].as_str().unwrap_or_default();
-            listener.starts_with("PublicServices")
+    assert_eq!(
+        load_balancer_schemes(&platform),
+        ["internal", "internet-facing"]
+    );
+    // The listener of the internet-facing load balancer.
+    let resources = platform["Resources"].as_object().unwrap();
+    let public_balancer = resources
+        .iter()
+        .find(|(_, resource)| {
+            resource["Type"] == "AWS::ElasticLoadBalancingV2::LoadBalancer"
+                && resource["Properties"]["Scheme"] == "internet-facing"
         })
-        .flat_map(|rule| {
-            rule["Properties"]["Conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .flat_map(|condition| {
-                    condition["PathPatternConfig"]["Values"]
-                        .as_array()
-                        .or(condition["Values"].as_array())
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .map(|path| path.as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
+        .map(|(name, _)| name.clone())
+        .unwrap();
+    let public_listener = resources
+        .iter()
+        .find(|(_, resource)| {
+            resource["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
+                && resource["Properties"]["LoadBalancerArn"]["Ref"] == public_balancer.as_str()
         })
-        .collect();
+        .map(|(name, _)| name.clone())
+        .unwrap();
+    let mut public_paths: Vec<String> =
+        resources_of(&platform, "AWS::ElasticLoadBalancingV2::ListenerRule")
+            .filter(|rule| {
+                let listener = rule["Properties"]["ListenerArn"]["Ref"]
+                    .as_str()
+                    .unwrap_or_default();
+                listener == public_listener
+            })
+            .flat_map(|rule| {
+                rule["Properties"]["Conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|condition| {
+                        condition["PathPatternConfig"]["Values"]
+                            .as_array()
+                            .or(condition["Values"].as_array())
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .map(|path| path.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
     public_paths.sort();
     assert_eq!(public_paths, ["/.well-known/*", "/oidc/*", "/webhooks/*"]);
 }
@@ -179,7 +268,10 @@ fn services_run_the_release_images_by_digest_from_the_mirror() {
     let manifest = stackwright::release::ReleaseManifest::load(&release("1.0.0")).unwrap();
     for component in &manifest.components {
         let pinned = format!("acme-pub/{}@{}", component.name, component.image.digest);
-        assert!(platform.contains(&pinned), "{pinned} is not in the platform template");
+        assert!(
+            platform.contains(&pinned),
+            "{pinned} is not in the platform template"
+        );
     }
     assert!(!platform.contains(":latest"));
 }
@@ -192,11 +284,26 @@ fn parameters_name_the_outputs_that_feed_them() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|source| format!("{} <- {}.{}", source["parameter"], source["stack"], source["output"]).replace('"', ""))
+        .map(|source| {
+            format!(
+                "{} <- {}.{}",
+                source["parameter"], source["stack"], source["output"]
+            )
+            .replace('"', "")
+        })
         .collect();
-    assert!(sources.contains(&"VpcId <- acme-pub-network.VpcId".to_owned()), "{sources:?}");
-    assert!(sources.contains(&"KmsKeyArn <- acme-pub-bootstrap.KmsKeyArn".to_owned()), "{sources:?}");
-    assert_eq!(platform["depends_on"], serde_json::json!(["acme-pub-bootstrap", "acme-pub-network", "acme-pub-data"]));
+    assert!(
+        sources.contains(&"VpcId <- acme-pub-network.VpcId".to_owned()),
+        "{sources:?}"
+    );
+    assert!(
+        sources.contains(&"KmsKeyArn <- acme-pub-bootstrap.KmsKeyArn".to_owned()),
+        "{sources:?}"
+    );
+    assert_eq!(
+        platform["depends_on"],
+        serde_json::json!(["acme-pub-bootstrap", "acme-pub-network", "acme-pub-data"])
+    );
 }
 
 #[test]

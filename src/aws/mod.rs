@@ -1,0 +1,123 @@
+//! Adapters to AWS: the SDK configuration every client shares, the caller's identity, and the
+//! implementations of the core's traits. Endpoints come from the SDK's own settings
+//! (`AWS_ENDPOINT_URL` and friends), so the local emulator needs no code path of its own.
+
+mod cloudformation;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use serde::Serialize;
+
+pub use cloudformation::CloudFormation;
+
+use crate::provision::DeployError;
+
+/// Clients for one account and region.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    pub config: aws_config::SdkConfig,
+    pub region: String,
+}
+
+/// Who the calls are made as.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallerIdentity {
+    pub account: String,
+    pub principal: String,
+}
+
+impl Aws {
+    /// Loads the SDK configuration for a region and optional profile, and checks that
+    /// credentials can be found before anything else is attempted.
+    pub async fn connect(region: &str, profile: Option<&str>) -> Result<Self, DeployError> {
+        let attempts = std::env::var("STACKWRIGHT_AWS_MAX_ATTEMPTS")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(3);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .retry_config(RetryConfig::standard().with_max_attempts(attempts));
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
+        }
+        let config = loader.load().await;
+        let provider = config
+            .credentials_provider()
+            .ok_or_else(|| DeployError::NoCredentials {
+                detail: "no credentials provider is configured".into(),
+            })?;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|error| DeployError::NoCredentials {
+                detail: aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
+            })?;
+        Ok(Aws {
+            config,
+            region: region.to_owned(),
+        })
+    }
+
+    /// The account and principal behind the credentials.
+    pub async fn caller_identity(&self) -> Result<CallerIdentity, DeployError> {
+        let output = aws_sdk_sts::Client::new(&self.config)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|error| sdk_error("sts:GetCallerIdentity", error))?;
+        Ok(CallerIdentity {
+            account: output.account().unwrap_or_default().to_owned(),
+            principal: output.arn().unwrap_or_default().to_owned(),
+        })
+    }
+
+    pub fn cloudformation(&self) -> CloudFormation {
+        CloudFormation::new(self)
+    }
+
+    /// S3 with path-style addressing when an endpoint override is set: a local emulator has no
+    /// DNS for bucket subdomains.
+    pub(crate) fn s3(&self) -> aws_sdk_s3::Client {
+        let mut builder = aws_sdk_s3::config::Builder::from(&self.config);
+        if self.config.endpoint_url().is_some() {
+            builder = builder.force_path_style(true);
+        }
+        aws_sdk_s3::Client::from_conf(builder.build())
+    }
+}
+
+/// Maps any SDK error to the operation, AWS's error code and its message.
+pub(crate) fn sdk_error<E, R>(
+    operation: &'static str,
+    error: aws_sdk_cloudformation::error::SdkError<E, R>,
+) -> DeployError
+where
+    E: std::error::Error
+        + aws_sdk_cloudformation::error::ProvideErrorMetadata
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = aws_sdk_cloudformation::error::ProvideErrorMetadata::code(&error).map(str::to_owned);
+    let message = match aws_sdk_cloudformation::error::ProvideErrorMetadata::message(&error) {
+        Some(message) => format!(
+            "{}{message}",
+            code.as_deref()
+                .map(|code| format!("{code}: "))
+                .unwrap_or_default()
+        ),
+        None => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
+    };
+    DeployError::Aws {
+        operation,
+        code,
+        message,
+    }
+}
+
+pub(crate) fn timestamp(time: &aws_smithy_types::DateTime) -> jiff::Timestamp {
+    jiff::Timestamp::new(time.secs(), time.subsec_nanos() as i32)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
