@@ -227,7 +227,7 @@ start_moto() {
   port=$(free_port "${1:-}")
   url="http://127.0.0.1:$port"
   start_service moto "$port" "$url/moto-api/" \
-    env MOTO_IAM_LOAD_MANAGED_POLICIES=true "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port"
+    env MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ENABLE_RECORDING=true "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port"
   local warm
   warm=$(now_ms)
   # The first call to a service loads its backend; pay for it here rather than in a test.
@@ -357,6 +357,34 @@ cmd_reset() {
   say "moto: state reset (http://127.0.0.1:$svc_port)"
 }
 
+# A certificate for DOMAIN and its wildcard, requested from moto's ACM; prints its ARN. The
+# emulator cannot create the certificate a template requests, so local installs name one.
+cmd_certificate() {
+  local domain=${1:-}
+  if [ -z "$domain" ]; then
+    err "usage: scripts/dev-env.sh certificate DOMAIN"
+    return 2
+  fi
+  if ! running moto; then
+    err "moto is not running: run scripts/dev-env.sh up"
+    return 3
+  fi
+  env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+    AWS_EC2_METADATA_DISABLED=true NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 \
+    "$venv/bin/python" -c '
+import sys, boto3
+acm = boto3.client("acm", endpoint_url=sys.argv[1], region_name=sys.argv[3], aws_access_key_id="testing",
+                   aws_secret_access_key="testing")
+domain = sys.argv[2]
+for summary in acm.list_certificates()["CertificateSummaryList"]:
+    if summary["DomainName"] == domain:
+        print(summary["CertificateArn"])
+        sys.exit(0)
+print(acm.request_certificate(DomainName=domain, SubjectAlternativeNames=["*." + domain],
+                              ValidationMethod="DNS")["CertificateArn"])
+' "http://127.0.0.1:$svc_port" "$domain" "${AWS_REGION:-us-east-1}"
+}
+
 usage() {
   sed -n '2,/^# State lives/{/^# State lives/d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}" >&2
   exit 2
@@ -368,5 +396,6 @@ case "${1:-}" in
   status) cmd_status ;;
   env) cmd_env ;;
   reset) cmd_reset ;;
+  certificate) cmd_certificate "${2:-}" ;;
   *) usage ;;
 esac

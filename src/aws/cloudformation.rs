@@ -25,11 +25,26 @@ pub struct CloudFormation {
 
 impl CloudFormation {
     pub fn new(aws: &Aws) -> Self {
+        Self::from_clients(
+            Client::new(&aws.config),
+            aws.s3(),
+            aws_sdk_dynamodb::Client::new(&aws.config),
+            &aws.region,
+        )
+    }
+
+    /// An adapter over given clients: tests pass clients that replay recorded responses.
+    pub fn from_clients(
+        client: Client,
+        s3: aws_sdk_s3::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        region: &str,
+    ) -> Self {
         CloudFormation {
-            client: Client::new(&aws.config),
-            s3: aws.s3(),
-            dynamodb: aws_sdk_dynamodb::Client::new(&aws.config),
-            region: aws.region.clone(),
+            client,
+            s3,
+            dynamodb,
+            region: region.to_owned(),
         }
     }
 

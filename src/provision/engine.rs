@@ -173,7 +173,7 @@ async fn apply_stack<D: StackDeployer, R: DeployReporter, G: Gate>(
                 return Err(failure(deployer, name, &state, None).await);
             }
         }
-        StackAction::Update | StackAction::NoChange => {}
+        StackAction::Update | StackAction::NoChange | StackAction::Delete => {}
     }
 
     // Reuse the planned change set if the values it was made with still hold.

@@ -160,12 +160,8 @@ impl DeployError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    #[error("{stack}: {source}")]
-    Deploy {
-        stack: String,
-        #[source]
-        source: DeployError,
-    },
+    #[error("{stack}: {error}")]
+    Deploy { stack: String, error: DeployError },
     #[error("a stack named {stack} already exists, and {}", match owner {
         Some(owner) => format!("it belongs to the instance \"{owner}\""),
         None => "stackwright did not create it".to_owned(),
@@ -209,14 +205,14 @@ impl ProvisionError {
     pub fn deploy(stack: &str, source: DeployError) -> Self {
         ProvisionError::Deploy {
             stack: stack.to_owned(),
-            source,
+            error: source,
         }
     }
 
     /// The fix to try.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
-            ProvisionError::Deploy { source: DeployError::NoCredentials { .. }, .. } => {
+            ProvisionError::Deploy { error: DeployError::NoCredentials { .. }, .. } => {
                 "configure credentials (AWS_PROFILE or --profile, environment variables, or an instance role) and try again".into()
             }
             ProvisionError::Deploy { .. } => return None,

@@ -26,6 +26,7 @@ pub enum StackAction {
     /// An update whose rollback failed: continue the rollback, then update.
     ContinueRollbackAndUpdate,
     NoChange,
+    Delete,
 }
 
 impl fmt::Display for StackAction {
@@ -36,6 +37,7 @@ impl fmt::Display for StackAction {
             StackAction::Recreate => "delete and create again",
             StackAction::ContinueRollbackAndUpdate => "continue rollback, then update",
             StackAction::NoChange => "no change",
+            StackAction::Delete => "delete",
         })
     }
 }

@@ -278,13 +278,14 @@ async fn delete_one<D: StackDeployer, R: DeployReporter, G: Gate>(
             }
         }
     }
-    reporter.stack_started(name, super::StackAction::NoChange, entry.resources.len());
+    reporter.stack_started(name, super::StackAction::Delete, entry.resources.len());
     let result = delete_and_wait(deployer, name, &[], reporter).await;
     let state = match result {
         Ok(state) => state,
         // The call failed but the stack may be gone all the same: report what is left.
-        Err(ProvisionError::Deploy { source, .. }) => match deployer.describe_stack(name).await {
+        Err(ProvisionError::Deploy { error: source, .. }) => match deployer.describe_stack(name).await {
             Ok(None) => {
+                outcome.deleted = Some(name.to_owned());
                 outcome.warnings.push(format!(
                     "{name}: CloudFormation reported \"{source}\" while deleting; the stack is gone, but some of its resources may remain"
                 ));
