@@ -1,40 +1,67 @@
 #!/usr/bin/env bash
 # The main job on the embedded default configuration (examples/demo.toml), showing what a user
-# sees. Today it validates the configuration, prints the connectivity the mode needs, and
-# renders every stack of every networking mode; install, upgrade and teardown against the
-# local emulators join as they are built.
+# sees: it validates the configuration, renders every stack, starts the local AWS emulator on
+# 127.0.0.1, installs release 1.0.0 into it, shows the status and what moving to release 1.1.0
+# would change, and tears the instance down. Upgrades driven by the control plane join when
+# they exist. Nothing here connects anywhere but 127.0.0.1.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
 step "Building stackwright"
 cargo build --release --quiet
-stackwright="$root/target/release/stackwright"
-config="$root/examples/demo.toml"
-release="$root/manifests/releases/1.0.0.json"
-out="$root/target/demo"
+export PATH="$root/target/release:$PATH"
+release1="manifests/releases/1.0.0.json"
+release2="manifests/releases/1.1.0.json"
+out="target/demo"
 rm -rf "$out"
+mkdir -p "$out"
 
-step "stackwright config validate"
-"$stackwright" --config "$config" config validate
+step "The configuration, and the connectivity its networking mode needs"
+show stackwright --config examples/demo.toml config validate
+show stackwright --config examples/demo.toml network requirements
 
-step "stackwright network requirements"
-"$stackwright" --config "$config" network requirements
-
-step "stackwright render (the demo configuration: all-private with public services)"
-"$stackwright" --config "$config" render --out "$out/all-private-public-services" --release "$release"
-
+step "Rendering every stack (all-private with public services, then the other modes)"
+show stackwright --config examples/demo.toml render --out "$out/all-private" --release "$release1"
 for mode in public private; do
-  step "stackwright render ($mode mode)"
-  sed -e "s/^mode = .*/mode = \"$mode\"/" -e '/^public_services/d' "$config" >"$out/$mode.toml"
-  "$stackwright" --config "$out/$mode.toml" render --out "$out/$mode" --release "$release"
+  sed -e "s/^mode = .*/mode = \"$mode\"/" -e '/^public_services/d' examples/demo.toml >"$out/$mode.toml"
+  show stackwright --config "$out/$mode.toml" --quiet render --out "$out/$mode" --release "$release1"
 done
 
-step "A bad configuration is refused with the key and the fix"
-sed -e 's/^availability_zones = 3/availability_zones = 4/' -e 's/^mode = .*/mode = "public"/' "$config" >"$out/bad.toml"
-"$stackwright" --config "$out/bad.toml" config validate || echo "(exit code $?)"
+step "A mistake in the configuration is named with its fix"
+sed -e 's/^availability_zones = 3/availability_zones = 4/' -e 's/^mode = .*/mode = "public"/' examples/demo.toml >"$out/bad.toml"
+show stackwright --config "$out/bad.toml" config validate || echo "(exit code $?)"
+
+step "Starting the local AWS emulator (moto on 127.0.0.1)"
+scripts/dev-env.sh up
+# shellcheck source=/dev/null
+source target/dev-env/env.sh
+scripts/dev-env.sh reset >/dev/null
+# The emulator cannot issue the certificate the platform stack would request; name one of its own.
+certificate=$(scripts/dev-env.sh certificate cde.acme.example)
+sed "s|^region = .*|&\ncertificate_arn = \"$certificate\"|" examples/demo.toml >"$out/demo.toml"
+config="$out/demo.toml"
+
+step "First install of release 1.0.0"
+show stackwright --config "$config" --yes install --release "$release1"
+
+step "Installing again changes nothing"
+show stackwright --config "$config" --yes install --release "$release1"
+
+step "Status"
+show stackwright --config "$config" status
+
+step "What moving to release 1.1.0 would change (exit code 2: changes pending)"
+show stackwright --config "$config" plan --release "$release2" || echo "(exit code $?)"
+
+step "Teardown: data is kept"
+show stackwright --config "$config" --yes teardown
+
+step "Teardown with --delete-data"
+show stackwright --config "$config" --yes teardown --delete-data
 
 step "Done"
-echo "Templates and parameters are in target/demo/. Install, upgrade and teardown against the local AWS emulator are not built yet."
+echo "The emulator keeps running for a look around (source target/dev-env/env.sh); stop it with scripts/dev-env.sh down."

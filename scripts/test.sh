@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# The whole test suite, from a clean clone: installs what it needs, then runs formatting and
-# lint checks and every test (unit, CLI, snapshots, cfn-lint and checkov on every rendered
-# template). CI runs exactly this.
+# The whole test suite, from a clean clone: installs what it needs, starts the local AWS
+# emulator, then runs formatting and lint checks and every test (unit, CLI, snapshots,
+# cfn-lint and checkov on every rendered template, installs against the emulator, replayed
+# CloudFormation failures). CI runs exactly this.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 scripts/dev-tools.sh
 export PATH="$root/.venv/bin:$PATH"
+
+# Start the emulator unless it already runs, and stop it afterwards only if this run started it.
+started_env=""
+if ! scripts/dev-env.sh status >/dev/null 2>&1; then
+  started_env=1
+fi
+cleanup() { [ -z "$started_env" ] || scripts/dev-env.sh down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+scripts/dev-env.sh up
 
 echo "test: formatting"
 cargo fmt --all -- --check

@@ -143,3 +143,8 @@ pub fn table<const N: usize>(
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// "1 stack", "2 stacks": a count with its noun.
+pub fn count(number: usize, singular: &str, plural: &str) -> String {
+    format!("{number} {}", if number == 1 { singular } else { plural })
+}

@@ -90,18 +90,35 @@ impl Aws {
 /// Maps any SDK error to the operation, AWS's error code and its message.
 pub(crate) fn sdk_error<E>(
     operation: &'static str,
-    error: aws_sdk_cloudformation::error::SdkError<E, aws_sdk_cloudformation::config::http::HttpResponse>,
+    error: aws_sdk_cloudformation::error::SdkError<
+        E,
+        aws_sdk_cloudformation::config::http::HttpResponse,
+    >,
 ) -> DeployError
 where
-    E: std::error::Error + aws_sdk_cloudformation::error::ProvideErrorMetadata + Send + Sync + 'static,
+    E: std::error::Error
+        + aws_sdk_cloudformation::error::ProvideErrorMetadata
+        + Send
+        + Sync
+        + 'static,
 {
     let code = aws_sdk_cloudformation::error::ProvideErrorMetadata::code(&error).map(str::to_owned);
-    let status = error.raw_response().map(|response| response.status().as_u16());
-    let prefix = code.as_deref().map(|code| format!("{code}: ")).unwrap_or_default();
-    let message = match (aws_sdk_cloudformation::error::ProvideErrorMetadata::message(&error), status) {
+    let status = error
+        .raw_response()
+        .map(|response| response.status().as_u16());
+    let prefix = code
+        .as_deref()
+        .map(|code| format!("{code}: "))
+        .unwrap_or_default();
+    let message = match (
+        aws_sdk_cloudformation::error::ProvideErrorMetadata::message(&error),
+        status,
+    ) {
         (Some(message), _) => format!("{prefix}{message}"),
         // The endpoint answered, but not in AWS's error format (an emulator's crash, a proxy).
-        (None, Some(status)) => format!("{prefix}the endpoint answered HTTP {status} without an AWS error"),
+        (None, Some(status)) => {
+            format!("{prefix}the endpoint answered HTTP {status} without an AWS error")
+        }
         (None, None) => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
     };
     DeployError::Aws {

@@ -9,7 +9,7 @@ use crate::aws::{Aws, CallerIdentity, CloudFormation};
 use crate::cli::{ReleaseArgs, TeardownArgs};
 use crate::config::ConfigFile;
 use crate::error::{Error, ExitStatus};
-use crate::output::{Printer, table};
+use crate::output::{Printer, count, table};
 use crate::provision::{self, Gate, Plan, StackDeployer};
 use crate::release::ReleaseManifest;
 use crate::render::{self, RenderedStack};
@@ -266,6 +266,11 @@ pub fn teardown(
             printer.result(format!("{instance} has no stacks in account {} ({}): nothing to delete.", session.identity.account, session.aws.region));
             return Ok(ExitStatus::Success);
         }
+        if args.delete_data {
+            printer.warn(format!(
+                "--delete-data: the data stack of {instance} is deleted too. Its buckets are emptied and its tables dropped; this cannot be undone."
+            ));
+        }
         if printer.json_mode() {
             printer.json_line(&json!({ "event": "inventory", "inventory": inventory }));
         } else {
@@ -274,11 +279,6 @@ pub fn teardown(
                 session.identity.account, session.aws.region
             ));
             printer.status(&inventory);
-        }
-        if args.delete_data {
-            printer.warn(format!(
-                "--delete-data: the data stack of {instance} is deleted too. Its buckets are emptied and its tables dropped; this cannot be undone."
-            ));
         }
         if !settings.assume_yes {
             let typed: String = dialoguer::Input::new()
@@ -305,8 +305,8 @@ pub fn teardown(
             printer.data(&json!({ "seconds": elapsed, "report": report }));
         } else {
             printer.result(format!(
-                "Deleted {} stacks of {instance} in {elapsed:.1} s.",
-                report.deleted_stacks.len()
+                "Deleted {} of {instance} in {elapsed:.1} s.",
+                count(report.deleted_stacks.len(), "stack", "stacks")
             ));
             if report.remaining.is_empty() {
                 printer.result("Nothing remains.");

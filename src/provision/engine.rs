@@ -163,14 +163,22 @@ async fn apply_stack<D: StackDeployer, R: DeployReporter, G: Gate>(
         }
         StackAction::ContinueRollbackAndUpdate => {
             reporter.note(&format!("{name}: continuing the failed rollback"));
+            // Only events after this one belong to the continued rollback: the failed update
+            // before it is history, not progress.
+            let before = deployer
+                .stack_events(name, None)
+                .await
+                .map_err(wrap)?
+                .first()
+                .map(|event| event.id.clone());
             let token = format!("stackwright-continue-{}", change_set_name());
             deployer
                 .continue_update_rollback(name, &token)
                 .await
                 .map_err(wrap)?;
-            let state = watch(deployer, name, None, reporter).await?;
+            let state = watch(deployer, name, before.as_deref(), reporter).await?;
             if state.status != "UPDATE_ROLLBACK_COMPLETE" {
-                return Err(failure(deployer, name, &state, None).await);
+                return Err(failure(deployer, name, &state, before.as_deref()).await);
             }
         }
         StackAction::Update | StackAction::NoChange | StackAction::Delete => {}

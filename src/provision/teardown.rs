@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::engine::{Gate, delete_and_wait, levels};
 use super::plan::check_ownership;
 use super::{DeployError, DeployReporter, ProvisionError, StackDeployer};
+use crate::output::count;
 use crate::stacks::StackKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,15 +97,12 @@ impl fmt::Display for Inventory {
             }
         }
         let kept = self.kept().count();
+        let total: usize = self.stacks.iter().map(|stack| stack.resources.len()).sum();
         write!(
             formatter,
-            "{} stacks; {} resources deleted, {kept} kept.",
-            self.stacks.len(),
-            self.stacks
-                .iter()
-                .map(|stack| stack.resources.len())
-                .sum::<usize>()
-                - kept
+            "{}; {} deleted, {kept} kept.",
+            count(self.stacks.len(), "stack", "stacks"),
+            count(total - kept, "resource", "resources"),
         )
     }
 }
@@ -278,21 +276,31 @@ async fn delete_one<D: StackDeployer, R: DeployReporter, G: Gate>(
             }
         }
     }
+    // Only events after this one belong to this deletion: an earlier failed update in the
+    // stack's history is not why the deletion failed.
+    let before = deployer
+        .stack_events(name, None)
+        .await
+        .map_err(|source| ProvisionError::deploy(name, source))?
+        .first()
+        .map(|event| event.id.clone());
     reporter.stack_started(name, super::StackAction::Delete, entry.resources.len());
     let result = delete_and_wait(deployer, name, &[], reporter).await;
     let state = match result {
         Ok(state) => state,
         // The call failed but the stack may be gone all the same: report what is left.
-        Err(ProvisionError::Deploy { error: source, .. }) => match deployer.describe_stack(name).await {
-            Ok(None) => {
-                outcome.deleted = Some(name.to_owned());
-                outcome.warnings.push(format!(
+        Err(ProvisionError::Deploy { error: source, .. }) => {
+            match deployer.describe_stack(name).await {
+                Ok(None) => {
+                    outcome.deleted = Some(name.to_owned());
+                    outcome.warnings.push(format!(
                     "{name}: CloudFormation reported \"{source}\" while deleting; the stack is gone, but some of its resources may remain"
                 ));
-                None
+                    None
+                }
+                _ => return Err(ProvisionError::deploy(name, source)),
             }
-            _ => return Err(ProvisionError::deploy(name, source)),
-        },
+        }
         Err(other) => return Err(other),
     };
     let Some(state) = state else {
@@ -323,7 +331,7 @@ async fn delete_one<D: StackDeployer, R: DeployReporter, G: Gate>(
         .into_iter()
         .filter(|resource| resource.status == "DELETE_FAILED")
         .collect();
-    let reason = super::engine::root_cause(deployer, name, None)
+    let reason = super::engine::root_cause(deployer, name, before.as_deref())
         .await
         .and_then(|event| event.reason)
         .unwrap_or_else(|| state.status_reason.clone().unwrap_or_default());

@@ -5,4 +5,6 @@ mod config;
 mod lint;
 mod network;
 mod properties;
+mod provision;
 mod render;
+mod replayed;
