@@ -1,11 +1,16 @@
-"""The moto server the tests and the demo run, with one fix for a gap of moto 5.2.5.
+"""The moto server the tests and the demo run, with two fixes for gaps of moto 5.2.5.
 
-moto executes a change set by updating the stack's resources, but never recomputes the stack's
-outputs or records the change set's parameters and tags on the stack: a stack created or updated
-through a change set describes itself with no outputs and stale parameters. AWS recomputes all
-three. Stackwright deploys only through change sets and wires stacks together through outputs,
-so the tests need them. The fix is applied here, at start-up, rather than by working around it in
-the installer; docs/testing.md lists it with the emulator's other gaps.
+1. moto executes a change set by updating the stack's resources, but never recomputes the
+   stack's outputs or records the change set's parameters and tags on the stack: a stack created
+   or updated through a change set describes itself with no outputs and stale parameters. AWS
+   recomputes all three. Stackwright deploys only through change sets and wires stacks together
+   through outputs, so the tests need them.
+2. moto describes a `List<...>` or `CommaDelimitedList` parameter as a Python list ("['a', 'b']");
+   AWS describes it as the comma-separated string it was given. Stackwright compares deployed
+   parameters with the ones it would send to tell an unchanged stack.
+
+The fixes are applied here, at start-up, rather than by working around them in the installer;
+docs/testing.md lists them with the emulator's other gaps.
 """
 
 import sys
@@ -29,6 +34,20 @@ def _apply_and_refresh_stack(self: models.ChangeSet) -> None:
 
 
 models.ChangeSet.apply = _apply_and_refresh_stack
+
+_parameter_list = models.Stack.parameter_list.fget
+
+
+def _parameter_list_as_given(self: models.Stack) -> list:
+    return [
+        {**parameter, "ParameterValue": ",".join(str(value) for value in parameter["ParameterValue"])}
+        if isinstance(parameter["ParameterValue"], list)
+        else parameter
+        for parameter in _parameter_list(self)
+    ]
+
+
+models.Stack.parameter_list = property(_parameter_list_as_given)
 
 if __name__ == "__main__":
     sys.exit(main())

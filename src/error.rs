@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::ConfigError;
-use crate::provision::ProvisionError;
+use crate::provision::{DeployError, ProvisionError};
 use crate::release::ManifestError;
 use crate::render::RenderError;
 
@@ -48,6 +48,8 @@ pub enum Error {
     Render(#[from] RenderError),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error(transparent)]
+    Aws(#[from] DeployError),
     #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
@@ -75,6 +77,7 @@ impl Error {
                 Some("this is a defect in stackwright's templates, not in your configuration: please report it with the output of `stackwright --version`".into())
             }
             Error::Provision(error) => error.hint(),
+            Error::Aws(error) => error.hint(),
             Error::Write { .. } => Some("check that the directory exists and is writable".into()),
             Error::Usage { hint, .. } => Some(hint.clone()),
             Error::Unconfirmed { .. } => Some("run it from a terminal, or pass --yes to go ahead without asking".into()),

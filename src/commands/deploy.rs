@@ -309,7 +309,7 @@ pub fn teardown(
                 count(report.deleted_stacks.len(), "stack", "stacks")
             ));
             if report.remaining.is_empty() {
-                printer.result("Nothing remains.");
+                printer.result("Nothing of these stacks remains.");
             } else {
                 printer.result("What remains:");
                 printer.result(table(

@@ -204,7 +204,16 @@ async fn apply_stack<D: StackDeployer, R: DeployReporter, G: Gate>(
                 parameters: parameters.clone(),
                 tags: stack.tags.clone(),
             };
-            let id = deployer.create_change_set(&request).await.map_err(wrap)?;
+            let id = match deployer.create_change_set(&request).await {
+                Ok(id) => id,
+                // Some endpoints refuse a change set without changes at once.
+                Err(error)
+                    if kind == ChangeSetKind::Update && is_no_change_reason(&error.to_string()) =>
+                {
+                    return unchanged(deployer, name, planned.action, reporter).await;
+                }
+                Err(error) => return Err(wrap(error)),
+            };
             match wait_for_change_set(deployer, &id).await.map_err(wrap)? {
                 ChangeSetStatus::Ready(_) => id,
                 ChangeSetStatus::Empty if kind == ChangeSetKind::Update => {

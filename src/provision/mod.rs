@@ -150,6 +150,23 @@ pub enum DeployError {
 }
 
 impl DeployError {
+    /// The fix to try.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            DeployError::NoCredentials { .. } => Some(
+                "configure credentials (AWS_PROFILE or --profile, environment variables, or an instance role) and try again"
+                    .into(),
+            ),
+            // No AWS error code: the endpoint was not reached, or did not answer as AWS does,
+            // which is what a region it does not serve gets.
+            DeployError::Aws { code: None, .. } => Some(
+                "check the region (instance.region, or --region): it must exist and be enabled for the account; and check that this machine reaches AWS, or the endpoint AWS_ENDPOINT_URL names"
+                    .into(),
+            ),
+            DeployError::Aws { .. } => None,
+        }
+    }
+
     pub fn code(&self) -> Option<&str> {
         match self {
             DeployError::Aws { code, .. } => code.as_deref(),
@@ -212,10 +229,7 @@ impl ProvisionError {
     /// The fix to try.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
-            ProvisionError::Deploy { error: DeployError::NoCredentials { .. }, .. } => {
-                "configure credentials (AWS_PROFILE or --profile, environment variables, or an instance role) and try again".into()
-            }
-            ProvisionError::Deploy { .. } => return None,
+            ProvisionError::Deploy { error, .. } => return error.hint(),
             ProvisionError::NameTaken { .. } => {
                 "choose another instance.name in the configuration, or delete or rename the other stack".into()
             }

@@ -316,7 +316,12 @@ async fn plan_existing<D: StackDeployer>(
         parameters: parameters.clone(),
         tags: stack.tags.clone(),
     };
-    let id = deployer.create_change_set(&request).await.map_err(wrap)?;
+    let id = match deployer.create_change_set(&request).await {
+        Ok(id) => id,
+        // Some endpoints refuse a change set without changes at once instead of marking it FAILED.
+        Err(error) if is_no_change_reason(&error.to_string()) => return Ok(unchanged_plan()),
+        Err(error) => return Err(wrap(error)),
+    };
     let status = wait_for_change_set(deployer, &id).await.map_err(wrap)?;
     let plan = match status {
         ChangeSetStatus::Ready(changes) => StackPlan {

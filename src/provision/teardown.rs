@@ -264,16 +264,17 @@ async fn delete_one<D: StackDeployer, R: DeployReporter, G: Gate>(
     let mut outcome = DeleteOutcome::default();
     // A bucket must be empty before CloudFormation can delete it.
     for item in &entry.resources {
-        if item.resource_type == "AWS::S3::Bucket" && item.fate == Fate::Deleted {
-            if let Some(bucket) = &item.physical_id {
-                let removed = deployer
-                    .empty_bucket(bucket)
-                    .await
-                    .map_err(|source| ProvisionError::deploy(name, source))?;
-                reporter.note(&format!(
-                    "{name}: emptied bucket {bucket} ({removed} object versions)"
-                ));
-            }
+        if item.resource_type == "AWS::S3::Bucket"
+            && item.fate == Fate::Deleted
+            && let Some(bucket) = &item.physical_id
+        {
+            let removed = deployer
+                .empty_bucket(bucket)
+                .await
+                .map_err(|source| ProvisionError::deploy(name, source))?;
+            reporter.note(&format!(
+                "{name}: emptied bucket {bucket} ({removed} object versions)"
+            ));
         }
     }
     // Only events after this one belong to this deletion: an earlier failed update in the

@@ -236,13 +236,13 @@ impl ReleaseManifest {
                 }
             }
         }
-        if let Some(minimum) = &self.minimum_upgrade_from {
-            if minimum > &self.version {
-                return Err(format!(
-                    "minimum_upgrade_from {minimum} is newer than the release {}",
-                    self.version
-                ));
-            }
+        if let Some(minimum) = &self.minimum_upgrade_from
+            && minimum > &self.version
+        {
+            return Err(format!(
+                "minimum_upgrade_from {minimum} is newer than the release {}",
+                self.version
+            ));
         }
         Ok(())
     }

@@ -181,13 +181,13 @@ pub fn validate(body: &str) -> Result<TemplateSummary, ValidationError> {
                 });
             }
         }
-        if let Some(condition) = resource.get("Condition").and_then(Value::as_str) {
-            if !conditions.contains_key(condition) {
-                return Err(ValidationError::DanglingReference {
-                    location: format!("Resources.{name}.Condition"),
-                    target: condition.to_owned(),
-                });
-            }
+        if let Some(condition) = resource.get("Condition").and_then(Value::as_str)
+            && !conditions.contains_key(condition)
+        {
+            return Err(ValidationError::DanglingReference {
+                location: format!("Resources.{name}.Condition"),
+                target: condition.to_owned(),
+            });
         }
         check_references(
             resource.get("Properties").unwrap_or(&Value::Null),
@@ -322,10 +322,10 @@ fn check_references(
                         Value::String(name) => Some(name.as_str()),
                         _ => None,
                     };
-                    if let Some(name) = name {
-                        if !conditions.contains_key(name) {
-                            return Err(dangling(name));
-                        }
+                    if let Some(name) = name
+                        && !conditions.contains_key(name)
+                    {
+                        return Err(dangling(name));
                     }
                 }
                 _ => {}

@@ -139,13 +139,21 @@ pub mod moto {
 
     const UP: &str = "run `scripts/dev-env.sh up` first (scripts/test.sh does): the provision tests install into the local AWS emulator it starts";
 
-    /// The variables of `target/dev-env/env.sh` (its `export K=V` lines), once moto has been
+    /// The `env.sh` that `scripts/dev-env.sh up` wrote: `target/dev-env/env.sh`, or the file
+    /// `STACKWRIGHT_DEV_ENV` names (another checkout's emulator, say).
+    fn env_file() -> PathBuf {
+        std::env::var_os("STACKWRIGHT_DEV_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(REPOSITORY).join("target/dev-env/env.sh"))
+    }
+
+    /// The variables of the dev env's `env.sh` (its `export K=V` lines), once moto has been
     /// found answering at `AWS_ENDPOINT_URL`. Panics with the fix otherwise: these tests must
     /// fail, never skip, without the emulator.
     pub fn env() -> &'static BTreeMap<String, String> {
         static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
         ENV.get_or_init(|| {
-            let path = Path::new(REPOSITORY).join("target/dev-env/env.sh");
+            let path = env_file();
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|error| panic!("cannot read {}: {error}; {UP}", path.display()));
             let variables = parse_exports(&text);
@@ -235,7 +243,13 @@ pub mod moto {
     /// The ARN of an ACM certificate for `domain` in moto, from `scripts/dev-env.sh
     /// certificate`: moto cannot create the one the platform template would request.
     pub fn certificate(domain: &str) -> String {
-        let output = std::process::Command::new(Path::new(REPOSITORY).join("scripts/dev-env.sh"))
+        // The dev-env.sh that wrote env.sh: ROOT/target/dev-env/env.sh -> ROOT/scripts/.
+        let root = env_file()
+            .ancestors()
+            .nth(3)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(REPOSITORY));
+        let output = std::process::Command::new(root.join("scripts/dev-env.sh"))
             .args(["certificate", domain])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -820,24 +834,31 @@ pub mod moto {
                 .collect()
         }
 
-        /// The physical id of a stack's resource.
+        /// The physical id of a stack's resource (from ListStackResources: moto answers
+        /// DescribeStackResources for one logical id with HTTP 500).
         pub fn resource(&self, stack: &str, logical_id: &str) -> String {
-            let output = self
-                .block_on(
-                    self.cloudformation
-                        .describe_stack_resources()
-                        .stack_name(stack)
-                        .logical_resource_id(logical_id)
-                        .send(),
-                )
-                .unwrap_or_else(|error| panic!("DescribeStackResources {stack}: {error:?}"));
-            output
-                .stack_resources()
-                .iter()
-                .find(|resource| resource.logical_resource_id() == Some(logical_id))
-                .and_then(|resource| resource.physical_resource_id())
-                .unwrap_or_else(|| panic!("{stack} has no resource {logical_id}"))
-                .to_owned()
+            let mut token = None;
+            loop {
+                let output = self
+                    .block_on(
+                        self.cloudformation
+                            .list_stack_resources()
+                            .stack_name(stack)
+                            .set_next_token(token)
+                            .send(),
+                    )
+                    .unwrap_or_else(|error| panic!("ListStackResources {stack}: {error:?}"));
+                let found = output
+                    .stack_resource_summaries()
+                    .iter()
+                    .find(|resource| resource.logical_resource_id() == Some(logical_id))
+                    .and_then(|resource| resource.physical_resource_id());
+                if let Some(physical_id) = found {
+                    return physical_id.to_owned();
+                }
+                token = output.next_token().map(str::to_owned);
+                assert!(token.is_some(), "{stack} has no resource {logical_id}");
+            }
         }
     }
 }

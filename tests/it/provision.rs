@@ -209,8 +209,11 @@ fn components(version: &str) -> Vec<Component> {
         .collect()
 }
 
-/// Each stack's creation and last update time, to tell which stacks an operation touched.
-fn stack_times(cloud: &Cloud, instance: &Instance) -> BTreeMap<String, (String, Option<String>)> {
+/// Each stack's status, creation and last update time, to tell which stacks an operation
+/// touched. (moto leaves LastUpdatedTime empty even after an update, but sets the status.)
+type StackMarks = BTreeMap<String, (String, String, Option<String>)>;
+
+fn stack_marks(cloud: &Cloud, instance: &Instance) -> StackMarks {
     instance
         .stacks()
         .into_iter()
@@ -218,11 +221,15 @@ fn stack_times(cloud: &Cloud, instance: &Instance) -> BTreeMap<String, (String, 
             let stack = cloud
                 .stack(&name)
                 .unwrap_or_else(|| panic!("{name} exists"));
-            let times = (
+            let marks = (
+                stack
+                    .stack_status()
+                    .map(|status| status.as_str().to_owned())
+                    .unwrap_or_default(),
                 format!("{:?}", stack.creation_time()),
                 stack.last_updated_time().map(|time| format!("{time:?}")),
             );
-            (name, times)
+            (name, marks)
         })
         .collect()
 }
@@ -646,17 +653,14 @@ fn recorded_install(instance: &Instance, version: &str, tag: &str) -> (Outcome, 
     (outcome, cloudformation_writes(&requests))
 }
 
-fn assert_only_platform_changed(
-    instance: &Instance,
-    before: &BTreeMap<String, (String, Option<String>)>,
-    after: &BTreeMap<String, (String, Option<String>)>,
-) {
+fn assert_only_platform_changed(instance: &Instance, before: &StackMarks, after: &StackMarks) {
     let platform = instance.stack("platform");
-    for (name, times) in before {
+    for (name, marks) in before {
         if *name == platform {
-            assert_ne!(after[name].1, times.1, "{name} was updated");
+            assert_eq!(after[name].0, "UPDATE_COMPLETE", "{name} was updated");
+            assert_eq!(after[name].1, marks.1, "{name} was updated, not replaced");
         } else {
-            assert_eq!(&after[name], times, "{name} was left alone");
+            assert_eq!(&after[name], marks, "{name} was left alone");
         }
     }
 }
@@ -666,7 +670,7 @@ fn a_new_ingress_range_is_planned_and_applied_to_the_platform_stack_only() {
     let instance = Instance::new("ingress", PRIVATE);
     instance.install("1.0.0");
     let cloud = Cloud::connect();
-    let before = stack_times(&cloud, &instance);
+    let before = stack_marks(&cloud, &instance);
 
     instance.configure(&PRIVATE.replace(
         r#"ingress_cidrs = ["10.0.0.0/8"]"#,
@@ -700,7 +704,7 @@ fn a_new_ingress_range_is_planned_and_applied_to_the_platform_stack_only() {
         ],
         "CloudFormation writes of the install"
     );
-    assert_only_platform_changed(&instance, &before, &stack_times(&cloud, &instance));
+    assert_only_platform_changed(&instance, &before, &stack_marks(&cloud, &instance));
 
     // The load balancer's security group now admits the new range, and still the old one.
     let group = cloud.resource(&platform, "LoadBalancerSecurityGroup");
@@ -733,7 +737,7 @@ fn a_new_release_is_planned_and_applied_as_new_task_definitions_only() {
     let instance = Instance::new("upgrade", PUBLIC);
     instance.install("1.0.0");
     let cloud = Cloud::connect();
-    let before = stack_times(&cloud, &instance);
+    let before = stack_marks(&cloud, &instance);
     let platform = instance.stack("platform");
     let old_definitions: Vec<String> = components("1.0.0")
         .iter()
@@ -778,58 +782,59 @@ fn a_new_release_is_planned_and_applied_as_new_task_definitions_only() {
         "{}",
         install.stderr
     );
-    assert_only_platform_changed(&instance, &before, &stack_times(&cloud, &instance));
+    assert_only_platform_changed(&instance, &before, &stack_marks(&cloud, &instance));
 
-    // The stack's task definitions are new revisions holding the new digests, and the
-    // services run them.
-    let mut definitions = Vec::new();
-    for component in components("1.1.0") {
+    // What the platform stack deployed: each task definition pins the new release's digest,
+    // none the old one. (moto 5.2.5 registers a revision made by a stack update without its
+    // container definitions: its update path skips the key conversion its create path does.
+    // So the images are read from the deployed template, not from ECS.)
+    let template = cloud
+        .block_on(
+            cloud
+                .cloudformation
+                .get_template()
+                .stack_name(&platform)
+                .send(),
+        )
+        .expect("GetTemplate");
+    let body = template.template_body().unwrap_or_default();
+    for (old, new) in components("1.0.0").iter().zip(components("1.1.0")) {
+        assert_eq!(old.name, new.name);
+        let image = format!("{}/{}@{}", instance.name, new.name, new.digest);
+        assert_eq!(body.matches(&image).count(), 1, "{image} in the template");
+        assert!(
+            !body.contains(&old.digest),
+            "{} is still deployed",
+            old.digest
+        );
+    }
+
+    // Each task definition is a new revision in ECS, the only active one of its family. (The
+    // services are not checked: moto does not update a resource whose Ref to a replaced
+    // resource changed, so its services keep running revision 1; AWS updates them.)
+    for (component, old) in components("1.1.0").iter().zip(&old_definitions) {
         let arn = cloud.resource(
             &platform,
             &format!("{}TaskDefinition", component.logical_id()),
         );
-        let described = cloud
+        assert_ne!(&arn, old, "a new revision of {}", component.name);
+        let family = format!("{}-{}", instance.name, component.name);
+        let active = cloud
             .block_on(
                 cloud
                     .ecs
-                    .describe_task_definition()
-                    .task_definition(&arn)
+                    .list_task_definitions()
+                    .family_prefix(&family)
+                    .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
                     .send(),
             )
-            .expect("DescribeTaskDefinition");
-        let image = described
-            .task_definition()
-            .and_then(|definition| definition.container_definitions().first())
-            .and_then(|container| container.image())
-            .unwrap_or_default()
-            .to_owned();
+            .expect("ListTaskDefinitions");
         assert_eq!(
-            image,
-            format!(
-                "123456789012.dkr.ecr.us-east-1.amazonaws.com/{}/{}@{}",
-                instance.name, component.name, component.digest
-            )
+            active.task_definition_arns(),
+            [arn],
+            "the active revisions of {family}"
         );
-        definitions.push(arn);
     }
-    for (old, new) in old_definitions.iter().zip(&definitions) {
-        assert_ne!(old, new, "a new task definition revision");
-    }
-    let running: BTreeMap<String, String> = services(&cloud, &instance.name)
-        .into_iter()
-        .map(|(name, (image, _))| (name, image))
-        .collect();
-    let wanted: BTreeMap<String, String> = components("1.1.0")
-        .into_iter()
-        .map(|component| {
-            let image = format!(
-                "123456789012.dkr.ecr.us-east-1.amazonaws.com/{}/{}@{}",
-                instance.name, component.name, component.digest
-            );
-            (component.name, image)
-        })
-        .collect();
-    assert_eq!(running, wanted, "the images the services run");
 }
 
 // --- 3. Nothing changed: nothing written ----------------------------------------------------
@@ -841,7 +846,13 @@ fn an_unchanged_install_makes_no_cloudformation_write_and_plan_exits_0() {
 
     let tag = format!("{}-again", instance.name);
     let (again, writes) = recorded_install(&instance, "1.0.0", &tag);
-    assert_eq!(writes, Vec::<String>::new(), "CloudFormation writes");
+    // The installer compares the deployed parameters with its own: an emulator that describes a
+    // List<...> parameter otherwise than AWS ("a,b") makes it plan the platform stack again.
+    assert_eq!(
+        writes,
+        Vec::<String>::new(),
+        "CloudFormation writes of an unchanged install"
+    );
     assert_eq!(
         again.stdout,
         format!(
@@ -919,7 +930,7 @@ fn teardown_keeps_the_data_stack_and_delete_data_removes_it() {
     }
     assert_eq!(
         cloud.listed_stacks(&instance.stacks()),
-        [data_stack.clone()],
+        std::slice::from_ref(&data_stack),
         "ListStacks after teardown"
     );
     let kept = cloud.stack(&data_stack).expect("the data stack is kept");
@@ -1074,8 +1085,9 @@ fn without_credentials_install_fails_before_any_call() {
 
 #[test]
 fn a_region_the_endpoint_rejects_fails_with_a_hint() {
-    // moto 5.2.5 signs any region into STS, but its CloudFormation has backends for real
-    // regions only: `us-fake-1` gets HTTP 500 with no AWS error (a KeyError inside moto).
+    // What moto 5.2.5 rejects: its STS answers in any region, but its CloudFormation serves
+    // real regions only, so `us-fake-1` gets HTTP 500 without an AWS error (a KeyError inside
+    // moto) on the first DescribeStacks. Real opt-in regions (`ap-southeast-7`) it accepts.
     let instance = Instance::new("region", PUBLIC);
     let outcome = refused_install(&instance, |run| run.arg("--region").arg("us-fake-1"));
     assert!(outcome.stderr.contains("us-fake-1"), "{}", outcome.stderr);
@@ -1187,7 +1199,16 @@ fn a_stack_name_taken_by_someone_else_is_refused_and_left_alone() {
                 .send(),
         )
         .expect("ListChangeSets");
-    assert!(change_sets.summaries().is_empty(), "{change_sets:?}");
+    // moto lists every stack's change sets whatever StackName says.
+    let foreign_change_sets: Vec<_> = change_sets
+        .summaries()
+        .iter()
+        .filter(|summary| summary.stack_name() == Some(foreign.as_str()))
+        .collect();
+    assert!(
+        foreign_change_sets.is_empty(),
+        "change sets on {foreign}: {foreign_change_sets:?}"
+    );
     let others: Vec<String> = instance
         .stacks()
         .into_iter()
@@ -1267,7 +1288,10 @@ fn status_shows_each_stack_and_its_outputs_as_text_and_json() {
         for (key, value) in cloud.outputs(&name) {
             assert!(
                 text.stdout.lines().any(|line| {
-                    line.split_whitespace().collect::<Vec<_>>() == [name.as_str(), &key, &value]
+                    let mut columns = line.split_whitespace();
+                    columns.next() == Some(name.as_str())
+                        && columns.next() == Some(key.as_str())
+                        && line.trim_end().ends_with(value.as_str())
                 }),
                 "{name}'s output {key} = {value}:\n{}",
                 text.stdout
@@ -1307,7 +1331,17 @@ fn status_shows_each_stack_and_its_outputs_as_text_and_json() {
             instance.name.as_str()
         );
     }
+    // Parameters are left out of the snapshot: moto describes list parameters its own way
+    // (see scripts/moto_server.py), and they are the configuration, not the status.
+    let mut shown = document.clone();
+    for stack in shown["stacks"].as_array_mut().expect("a list of stacks") {
+        stack
+            .as_object_mut()
+            .expect("a stack is an object")
+            .remove("parameters");
+    }
+    let shown = serde_json::to_string_pretty(&shown).expect("JSON");
     instance
         .settings()
-        .bind(|| insta::assert_snapshot!("status_json", json.stdout));
+        .bind(|| insta::assert_snapshot!("status_json", shown));
 }
