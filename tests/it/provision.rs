@@ -1345,3 +1345,104 @@ fn status_shows_each_stack_and_its_outputs_as_text_and_json() {
         .settings()
         .bind(|| insta::assert_snapshot!("status_json", shown));
 }
+
+// --- 7. Templates over the inline limit --------------------------------------------------------
+
+/// A release like 1.0.0 with enough extra components that the platform template exceeds
+/// CloudFormation's 51,200-byte inline limit.
+fn large_release(directory: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(release("1.0.0")).expect("the manifest exists");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&text).expect("the manifest is JSON");
+    let template = manifest["components"][2].clone();
+    let components = manifest["components"].as_array_mut().expect("components");
+    for index in 0..12 {
+        let mut extra = template.clone();
+        extra["name"] = format!("worker-{index:02}").into();
+        let digest = stackwright::render::content_digest(&format!("worker-{index}"));
+        extra["image"] = format!(
+            "111122223333.dkr.ecr.us-east-1.amazonaws.com/stackwright/worker@sha256:{digest}"
+        )
+        .into();
+        components.push(extra);
+    }
+    let path = directory.join("large-release.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&manifest).expect("serializes"),
+    )
+    .expect("written");
+    path
+}
+
+#[test]
+fn a_template_over_the_inline_limit_is_uploaded_to_the_artifact_bucket_and_passed_by_url() {
+    let instance = Instance::new("large", PUBLIC);
+    let manifest = large_release(instance.directory());
+    let config = stackwright::config::ConfigFile::load(&instance.config)
+        .expect("the configuration is valid");
+    let release_manifest =
+        stackwright::release::ReleaseManifest::load(&manifest).expect("the release is valid");
+    let platform = stackwright::render::render_all(&config, &release_manifest)
+        .expect("renders")
+        .into_iter()
+        .find(|stack| stack.kind == stackwright::stacks::StackKind::Platform)
+        .expect("a platform stack");
+    assert!(
+        platform.body.len() > stackwright::render::INLINE_TEMPLATE_LIMIT,
+        "the test release must exceed the inline limit, but the platform template is {} bytes",
+        platform.body.len()
+    );
+
+    let manifest_arg = manifest.to_str().expect("UTF-8").to_owned();
+    instance
+        .stackwright(&["install", "--release", &manifest_arg])
+        .run()
+        .succeeded();
+
+    let cloud = Cloud::connect();
+    let stack = cloud
+        .stack(&instance.stack("platform"))
+        .expect("the platform stack exists");
+    assert_eq!(
+        stack.stack_status().map(|status| status.as_str()),
+        Some("CREATE_COMPLETE")
+    );
+    // The template went through the bucket, named by its content, and is what was deployed.
+    let bucket = cloud.outputs(&instance.stack("bootstrap"))["ArtifactBucketName"].clone();
+    let key = format!(
+        "templates/{}/{}.yaml",
+        instance.stack("platform"),
+        stackwright::render::content_digest(&platform.body)
+    );
+    let uploaded = cloud
+        .block_on(cloud.s3.get_object().bucket(&bucket).key(&key).send())
+        .unwrap_or_else(|error| panic!("s3://{bucket}/{key} is missing: {error:?}"));
+    let uploaded = cloud
+        .block_on(uploaded.body.collect())
+        .expect("the object reads")
+        .into_bytes();
+    assert_eq!(uploaded.as_ref(), platform.body.as_bytes());
+    let deployed = cloud
+        .block_on(
+            cloud
+                .cloudformation
+                .get_template()
+                .stack_name(instance.stack("platform"))
+                .send(),
+        )
+        .expect("GetTemplate answers");
+    assert_eq!(deployed.template_body(), Some(platform.body.as_str()));
+
+    // Installing again recognises the uploaded template as deployed: nothing changes.
+    let again = instance
+        .stackwright(&["install", "--release", &manifest_arg])
+        .run()
+        .succeeded();
+    assert!(
+        again.stdout.contains("Nothing to change"),
+        "{}",
+        again.transcript()
+    );
+    instance.stackwright(&["teardown", "--delete-data"]).run();
+}
