@@ -165,12 +165,7 @@ async fn apply_stack<D: StackDeployer, R: DeployReporter, G: Gate>(
             reporter.note(&format!("{name}: continuing the failed rollback"));
             // Only events after this one belong to the continued rollback: the failed update
             // before it is history, not progress.
-            let before = deployer
-                .stack_events(name, None)
-                .await
-                .map_err(wrap)?
-                .first()
-                .map(|event| event.id.clone());
+            let before = newest_event(deployer, name).await?;
             let token = format!("stackwright-continue-{}", change_set_name());
             deployer
                 .continue_update_rollback(name, &token)
@@ -237,12 +232,7 @@ async fn apply_stack<D: StackDeployer, R: DeployReporter, G: Gate>(
     };
 
     // Only events after this one belong to this operation.
-    let last_event = deployer
-        .stack_events(name, None)
-        .await
-        .map_err(wrap)?
-        .first()
-        .map(|event| event.id.clone());
+    let last_event = newest_event(deployer, name).await?;
     reporter.stack_started(name, planned.action, stack.summary.resources);
     let token = format!(
         "stackwright-execute-{}",
@@ -322,6 +312,40 @@ pub(crate) async fn template_source<D: StackDeployer>(
     Ok(TemplateSource::Url(url))
 }
 
+/// The ID of the stack's newest event: only events after it belong to an operation about to
+/// start.
+pub(crate) async fn newest_event<D: StackDeployer>(
+    deployer: &D,
+    name: &str,
+) -> Result<Option<String>, ProvisionError> {
+    Ok(deployer
+        .stack_events(name, None)
+        .await
+        .map_err(|source| ProvisionError::deploy(name, source))?
+        .first()
+        .map(|event| event.id.clone()))
+}
+
+/// Reports, oldest first, the events newer than `last_seen`, and moves `last_seen` on.
+async fn report_new_events<D: StackDeployer, R: DeployReporter>(
+    deployer: &D,
+    name: &str,
+    last_seen: &mut Option<String>,
+    reporter: &R,
+) -> Result<(), ProvisionError> {
+    let events = deployer
+        .stack_events(name, last_seen.as_deref())
+        .await
+        .map_err(|source| ProvisionError::deploy(name, source))?;
+    if let Some(newest) = events.first() {
+        *last_seen = Some(newest.id.clone());
+    }
+    for event in events.iter().rev() {
+        reporter.event(event);
+    }
+    Ok(())
+}
+
 /// Polls the stack until it reaches a terminal status, reporting every new event once, oldest
 /// first.
 pub(crate) async fn watch<D: StackDeployer, R: DeployReporter>(
@@ -335,16 +359,7 @@ pub(crate) async fn watch<D: StackDeployer, R: DeployReporter>(
     let mut last_seen = after_event.map(str::to_owned);
     loop {
         let state = deployer.describe_stack(name).await.map_err(wrap)?;
-        let events = deployer
-            .stack_events(name, last_seen.as_deref())
-            .await
-            .map_err(wrap)?;
-        if let Some(newest) = events.first() {
-            last_seen = Some(newest.id.clone());
-        }
-        for event in events.iter().rev() {
-            reporter.event(event);
-        }
+        report_new_events(deployer, name, &mut last_seen, reporter).await?;
         match state {
             Some(state) if super::is_terminal(&state.status) => return Ok(state),
             Some(_) => backoff.wait().await,
@@ -365,32 +380,17 @@ pub(crate) async fn delete_and_wait<D: StackDeployer, R: DeployReporter>(
     reporter: &R,
 ) -> Result<Option<StackState>, ProvisionError> {
     let wrap = |source: DeployError| ProvisionError::deploy(name, source);
-    let last_event = deployer
-        .stack_events(name, None)
-        .await
-        .map_err(wrap)?
-        .first()
-        .map(|event| event.id.clone());
+    let mut last_seen = newest_event(deployer, name).await?;
     let token = format!("stackwright-delete-{}", change_set_name());
     deployer
         .delete_stack(name, retain, &token)
         .await
         .map_err(wrap)?;
     let mut backoff = Backoff::new();
-    let mut last_seen = last_event;
     loop {
         let state = deployer.describe_stack(name).await.map_err(wrap)?;
         if state.is_some() {
-            let events = deployer
-                .stack_events(name, last_seen.as_deref())
-                .await
-                .map_err(wrap)?;
-            if let Some(newest) = events.first() {
-                last_seen = Some(newest.id.clone());
-            }
-            for event in events.iter().rev() {
-                reporter.event(event);
-            }
+            report_new_events(deployer, name, &mut last_seen, reporter).await?;
         }
         match state {
             None => return Ok(None),

@@ -279,12 +279,7 @@ async fn delete_one<D: StackDeployer, R: DeployReporter, G: Gate>(
     }
     // Only events after this one belong to this deletion: an earlier failed update in the
     // stack's history is not why the deletion failed.
-    let before = deployer
-        .stack_events(name, None)
-        .await
-        .map_err(|source| ProvisionError::deploy(name, source))?
-        .first()
-        .map(|event| event.id.clone());
+    let before = super::engine::newest_event(deployer, name).await?;
     reporter.stack_started(name, super::StackAction::Delete, entry.resources.len());
     let result = delete_and_wait(deployer, name, &[], reporter).await;
     let state = match result {
