@@ -24,5 +24,5 @@ cargo fmt --all -- --check
 echo "test: clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "test: tests"
-cargo nextest run --all-features --no-fail-fast --success-output=never --failure-output=final \
+cargo nextest run --all-features --no-fail-fast --failure-output=final \
   --status-level=fail --final-status-level=slow "$@"
