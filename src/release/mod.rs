@@ -1,7 +1,12 @@
-//! Releases: the manifest that names what one version of the platform consists of.
+//! Releases: the manifest that names what one version of the platform consists of, the trust
+//! that decides whether a published manifest may be installed, and the vendor tooling that signs
+//! releases for development and tests.
 
 mod manifest;
+pub mod signing;
+pub mod trust;
 
 pub use manifest::{
     Component, ImageReference, ManifestError, RELEASE_SCHEMA_VERSION, ReleaseManifest,
 };
+pub use trust::{ReleaseSelection, RepositorySource, TrustError, VerifiedRelease, verify};

@@ -1,0 +1,748 @@
+//! Trust in a release: verifies a release manifest published in a repository of The Update
+//! Framework (TUF) against a pinned root, with the `tough` crate doing the TUF client workflow.
+//!
+//! What each threat meets:
+//! - tampering: every metadata file is checked against the signatures its role's keys in the
+//!   root must make, and every file pulled (snapshot, targets, the manifest itself) against the
+//!   length and SHA-256 that the metadata above it signed;
+//! - freeze: the root, timestamp, snapshot and targets metadata and the manifest each carry an
+//!   expiry; all are checked against the `now` the caller passes in, so a mirror that keeps
+//!   serving an old but validly signed repository is refused once it goes stale;
+//! - rollback: the caller passes the newest release it already trusts (the installed one); an
+//!   older release is refused, whatever its signatures. TUF's own version checks refuse a root
+//!   chain that skips or repeats a version;
+//! - a compromised old key: keys are rotated by publishing root version N+1, signed by the
+//!   threshold of both the old and the new root keys. The client walks `1.root.json`,
+//!   `2.root.json`, … from the root it trusts, so metadata signed by a revoked key is refused
+//!   once the rotation is published. [`VerifiedRelease::trusted_root`] is the newest root
+//!   reached: keeping it as the next trusted root means an attacker who holds the old key and
+//!   hides the rotation still cannot go back.
+//!
+//! Time is an argument, not the system clock: `tough` is told not to check expiry itself
+//! (it would read the clock), and [`verify`] checks every role's expiry against `now` instead.
+//!
+//! Repositories are read from a directory or from an `http://` URL on a loopback address, through
+//! [`LoopbackTransport`]; `tough`'s own HTTP client is not compiled in.
+
+use std::fmt;
+use std::net::{IpAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use semver::Version;
+use serde::Serialize;
+use tough::schema::{RoleType, Root, Signed};
+use tough::{
+    ExpirationEnforcement, FilesystemTransport, IntoVec, RepositoryLoader, TargetName, Transport,
+    TransportError, TransportErrorKind, TransportStream,
+};
+use url::Url;
+
+use super::{ManifestError, ReleaseManifest};
+
+/// Release manifests are published as targets named `releases/<version>.json`.
+pub const RELEASE_TARGET_PREFIX: &str = "releases/";
+
+/// Where a release repository is: a directory holding `metadata/` and `targets/`, or a URL whose
+/// `metadata/` and `targets/` are served over plain HTTP on a loopback address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositorySource {
+    Directory(PathBuf),
+    Url(Url),
+}
+
+impl RepositorySource {
+    fn base_url(&self) -> Result<Url, TrustError> {
+        match self {
+            RepositorySource::Directory(path) => {
+                let absolute =
+                    std::path::absolute(path).map_err(|error| TrustError::Unreachable {
+                        repository: self.to_string(),
+                        reason: error.to_string(),
+                    })?;
+                if !absolute.is_dir() {
+                    return Err(TrustError::Unreachable {
+                        repository: self.to_string(),
+                        reason: "no such directory".into(),
+                    });
+                }
+                Url::from_directory_path(&absolute).map_err(|()| TrustError::Unreachable {
+                    repository: self.to_string(),
+                    reason: "the path cannot be expressed as a file URL".into(),
+                })
+            }
+            RepositorySource::Url(url) => {
+                let mut url = url.clone();
+                if !url.path().ends_with('/') {
+                    url.set_path(&format!("{}/", url.path()));
+                }
+                Ok(url)
+            }
+        }
+    }
+}
+
+impl FromStr for RepositorySource {
+    type Err = TrustError;
+
+    /// An `http://` URL on a loopback address, or else a directory path.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if !text.contains("://") {
+            return Ok(RepositorySource::Directory(PathBuf::from(text)));
+        }
+        let url = Url::parse(text).map_err(|error| TrustError::UnsupportedSource {
+            source_text: text.to_owned(),
+            reason: error.to_string(),
+        })?;
+        match url.scheme() {
+            "file" => url
+                .to_file_path()
+                .map(RepositorySource::Directory)
+                .map_err(|()| TrustError::UnsupportedSource {
+                    source_text: text.to_owned(),
+                    reason: "not a local file URL".into(),
+                }),
+            "http" if loopback_address(&url).is_some() => Ok(RepositorySource::Url(url)),
+            _ => Err(TrustError::UnsupportedSource {
+                source_text: text.to_owned(),
+                reason: "only a directory or an http:// URL on 127.0.0.1 or [::1] is supported"
+                    .into(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for RepositorySource {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepositorySource::Directory(path) => write!(formatter, "{}", path.display()),
+            RepositorySource::Url(url) => write!(formatter, "{url}"),
+        }
+    }
+}
+
+/// Which release to take from the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseSelection {
+    /// The highest version the repository lists.
+    Newest,
+    /// Exactly this version.
+    Version(Version),
+}
+
+/// What was verified, for the caller to act on and to show.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedRelease {
+    /// The manifest, parsed and checked.
+    pub manifest: ReleaseManifest,
+    /// The target it was published as, such as `releases/1.1.0.json`.
+    pub target: String,
+    /// Its SHA-256, as signed in the targets metadata.
+    pub sha256: String,
+    pub length: u64,
+    /// Where it came from.
+    pub repository: String,
+    /// Version of the newest root reached from the trusted one.
+    pub root_version: u64,
+    pub timestamp_version: u64,
+    pub snapshot_version: u64,
+    pub targets_version: u64,
+    /// The first expiry among the root, timestamp, snapshot, targets and the manifest, and whose.
+    pub expires: Timestamp,
+    pub expires_first: String,
+    /// Every release version the repository lists, oldest first.
+    pub available: Vec<String>,
+    /// The newest root reached, as published; keep it as the next trusted root.
+    #[serde(skip)]
+    pub trusted_root: Vec<u8>,
+}
+
+impl fmt::Display for VerifiedRelease {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let manifest = &self.manifest;
+        writeln!(
+            formatter,
+            "verified release {} ({} channel) from {}",
+            manifest.version, manifest.channel, self.repository
+        )?;
+        writeln!(
+            formatter,
+            "  target     {} ({} bytes, sha256 {})",
+            self.target, self.length, self.sha256
+        )?;
+        writeln!(
+            formatter,
+            "  metadata   root v{}, timestamp v{}, snapshot v{}, targets v{}; signatures meet every role's threshold",
+            self.root_version, self.timestamp_version, self.snapshot_version, self.targets_version
+        )?;
+        writeln!(
+            formatter,
+            "  expires    {} ({} expires first)",
+            self.expires, self.expires_first
+        )?;
+        writeln!(
+            formatter,
+            "  components {}",
+            manifest
+                .components
+                .iter()
+                .map(|component| component.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        write!(formatter, "  available  {}", self.available.join(", "))
+    }
+}
+
+/// Why a release was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("\"{source_text}\" is not a release repository stackwright can read: {reason}")]
+    UnsupportedSource { source_text: String, reason: String },
+    #[error("the trusted root is not valid TUF root metadata: {reason}")]
+    TrustedRoot { reason: String },
+    #[error("cannot read the release repository {repository}: {reason}")]
+    Unreachable { repository: String, reason: String },
+    #[error(
+        "{what} was tampered with: its content does not match the length and SHA-256 signed for it ({detail})"
+    )]
+    Tampered { what: String, detail: String },
+    #[error(
+        "the {role} metadata expired at {expired} (it is now {now}): refusing stale metadata, which a freeze attack would serve"
+    )]
+    Expired {
+        role: String,
+        expired: Timestamp,
+        now: Timestamp,
+    },
+    #[error(
+        "release {offered} is older than release {trusted}, which is already trusted here: refusing to roll back"
+    )]
+    Rollback { offered: Version, trusted: Version },
+    #[error(
+        "the {role} metadata is version {offered}, but version {trusted} was already trusted: refusing to roll back"
+    )]
+    MetadataRollback {
+        role: String,
+        offered: u64,
+        trusted: u64,
+    },
+    #[error(
+        "the {role} metadata is not signed by any key the trusted root names for it: it was signed by an unknown or revoked key, or altered after signing"
+    )]
+    UntrustedSignature { role: String },
+    #[error(
+        "the {role} metadata carries {valid} valid signatures, but the trusted root requires {threshold}"
+    )]
+    ThresholdNotMet {
+        role: String,
+        valid: u64,
+        threshold: u64,
+    },
+    #[error("{what} is malformed: {reason}")]
+    Malformed { what: String, reason: String },
+    #[error("the repository {repository} has no release {wanted} (it lists: {available})")]
+    ReleaseNotFound {
+        repository: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("the signed target {target} is not a valid release manifest")]
+    Manifest {
+        target: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("the signed target {target} holds release {found}, not the release its name says")]
+    VersionMismatch { target: String, found: Version },
+    #[error("release {version}'s manifest expired at {expired} (it is now {now})")]
+    ManifestExpired {
+        version: Version,
+        expired: Timestamp,
+        now: Timestamp,
+    },
+}
+
+impl TrustError {
+    /// The fix to print after the error.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            TrustError::UnsupportedSource { .. } => {
+                "pass a directory holding metadata/ and targets/, or an http://127.0.0.1 URL"
+            }
+            TrustError::TrustedRoot { .. } => {
+                "the trusted root is the vendor's root.json as shipped; restore it rather than editing it"
+            }
+            TrustError::Unreachable { .. } => {
+                "check the path or URL; a repository holds metadata/timestamp.json"
+            }
+            TrustError::Tampered { .. }
+            | TrustError::UntrustedSignature { .. }
+            | TrustError::ThresholdNotMet { .. } => {
+                "do not install from this repository; fetch it again from the vendor, and report it if the refusal repeats"
+            }
+            TrustError::Expired { .. } | TrustError::ManifestExpired { .. } => {
+                "the vendor re-signs releases before they expire: fetch a fresh copy of the repository, and check this machine's clock"
+            }
+            TrustError::Rollback { .. } | TrustError::MetadataRollback { .. } => {
+                "an older release can only be installed by tearing the instance down first; if you did not ask for it, the repository may be replaying old releases"
+            }
+            TrustError::Malformed { .. } | TrustError::VersionMismatch { .. } => {
+                "the repository is damaged or not a stackwright release repository; fetch it again from the vendor"
+            }
+            TrustError::ReleaseNotFound { .. } => "pick one of the releases the repository lists",
+            TrustError::Manifest { .. } => {
+                "the manifest is signed but this stackwright cannot read it: upgrade stackwright"
+            }
+        };
+        Some(hint.to_owned())
+    }
+}
+
+/// Verifies the repository against `trusted_root` (the content of a root.json the vendor
+/// shipped out of band), picks the release `selection` names, and returns its checked manifest.
+/// `now` decides expiry; `last_trusted` (the installed release, if any) is the floor below which
+/// a release is a rollback.
+pub async fn verify(
+    source: &RepositorySource,
+    trusted_root: &[u8],
+    now: Timestamp,
+    last_trusted: Option<&Version>,
+    selection: &ReleaseSelection,
+) -> Result<VerifiedRelease, TrustError> {
+    let trusted: Signed<Root> =
+        serde_json::from_slice(trusted_root).map_err(|error| TrustError::TrustedRoot {
+            reason: error.to_string(),
+        })?;
+    trusted
+        .signed
+        .verify_role(&trusted)
+        .map_err(|error| TrustError::TrustedRoot {
+            reason: error.to_string(),
+        })?;
+
+    let base = source.base_url()?;
+    let join = |path: &str| {
+        base.join(path)
+            .map_err(|error| TrustError::UnsupportedSource {
+                source_text: source.to_string(),
+                reason: error.to_string(),
+            })
+    };
+    let repository = RepositoryLoader::new(&trusted_root, join("metadata/")?, join("targets/")?)
+        .transport(LoopbackTransport)
+        // Expiry is checked below against the `now` passed in rather than the system clock.
+        .expiration_enforcement(ExpirationEnforcement::Unsafe)
+        .load()
+        .await
+        .map_err(|error| classify(&error, source, None))?;
+
+    let root = repository.root();
+    let timestamp = repository.timestamp();
+    let snapshot = repository.snapshot();
+    let targets = repository.targets();
+    let mut expiries = [
+        ("timestamp", timestamp.signed.expires),
+        ("snapshot", snapshot.signed.expires),
+        ("targets", targets.signed.expires),
+        ("root", root.signed.expires),
+    ];
+    expiries.sort_by_key(|(_, expires)| *expires);
+    if let Some((role, expired)) = expiries.iter().find(|(_, expires)| *expires <= now) {
+        return Err(TrustError::Expired {
+            role: (*role).to_owned(),
+            expired: *expired,
+            now,
+        });
+    }
+
+    let mut releases: Vec<(Version, TargetName)> = repository
+        .all_targets()
+        .filter_map(|(name, _)| {
+            let version = name
+                .raw()
+                .strip_prefix(RELEASE_TARGET_PREFIX)?
+                .strip_suffix(".json")?;
+            Some((Version::parse(version).ok()?, name.clone()))
+        })
+        .collect();
+    releases.sort_by(|(left, _), (right, _)| left.cmp(right));
+    let available: Vec<String> = releases
+        .iter()
+        .map(|(version, _)| version.to_string())
+        .collect();
+    let chosen = match selection {
+        ReleaseSelection::Newest => releases.last(),
+        ReleaseSelection::Version(wanted) => releases.iter().find(|(version, _)| version == wanted),
+    };
+    let Some((version, name)) = chosen.cloned() else {
+        return Err(TrustError::ReleaseNotFound {
+            repository: source.to_string(),
+            wanted: match selection {
+                ReleaseSelection::Newest => "at all".into(),
+                ReleaseSelection::Version(wanted) => wanted.to_string(),
+            },
+            available: if available.is_empty() {
+                "none".into()
+            } else {
+                available.join(", ")
+            },
+        });
+    };
+    if let Some(trusted) = last_trusted
+        && &version < trusted
+    {
+        return Err(TrustError::Rollback {
+            offered: version,
+            trusted: trusted.clone(),
+        });
+    }
+
+    let target =
+        targets
+            .signed
+            .find_target(&name, false)
+            .map_err(|error| TrustError::Malformed {
+                what: "the targets metadata".into(),
+                reason: error.to_string(),
+            })?;
+    let (sha256, length) = (hex_encode(&target.hashes.sha256), target.length);
+    let stream = repository
+        .read_target(&name)
+        .await
+        .map_err(|error| classify(&error, source, Some(name.raw())))?
+        .ok_or_else(|| TrustError::Malformed {
+            what: "the targets metadata".into(),
+            reason: format!("{} is listed but cannot be found", name.raw()),
+        })?;
+    let bytes = stream
+        .into_vec()
+        .await
+        .map_err(|error| classify(&error, source, Some(name.raw())))?;
+
+    let manifest = ReleaseManifest::parse(&bytes, Path::new(name.raw())).map_err(|error| {
+        TrustError::Manifest {
+            target: name.raw().to_owned(),
+            source: error,
+        }
+    })?;
+    if manifest.version != version {
+        return Err(TrustError::VersionMismatch {
+            target: name.raw().to_owned(),
+            found: manifest.version,
+        });
+    }
+    if manifest.expires <= now {
+        return Err(TrustError::ManifestExpired {
+            version: manifest.version,
+            expired: manifest.expires,
+            now,
+        });
+    }
+    let (mut expires, mut expires_first) = (expiries[0].1, expiries[0].0.to_owned());
+    if manifest.expires < expires {
+        expires = manifest.expires;
+        expires_first = "the manifest".into();
+    }
+
+    Ok(VerifiedRelease {
+        target: name.raw().to_owned(),
+        sha256,
+        length,
+        repository: source.to_string(),
+        root_version: root.signed.version.get(),
+        timestamp_version: timestamp.signed.version.get(),
+        snapshot_version: snapshot.signed.version.get(),
+        targets_version: targets.signed.version.get(),
+        expires,
+        expires_first,
+        available,
+        trusted_root: serde_json::to_vec_pretty(root).map_err(|error| TrustError::Malformed {
+            what: "the root metadata".into(),
+            reason: error.to_string(),
+        })?,
+        manifest,
+    })
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn role_name(role: RoleType) -> String {
+    match role {
+        RoleType::Root => "root",
+        RoleType::Snapshot => "snapshot",
+        RoleType::Targets => "targets",
+        RoleType::Timestamp => "timestamp",
+        RoleType::DelegatedTargets => "delegated targets",
+    }
+    .to_owned()
+}
+
+/// Turns what `tough` reports into the refusal a user reads. Its errors nest (a digest mismatch
+/// travels inside a transport error), so the whole chain is searched for the telling one.
+fn classify(
+    error: &(dyn std::error::Error + 'static),
+    source: &RepositorySource,
+    target: Option<&str>,
+) -> TrustError {
+    use tough::error::Error as Tough;
+    use tough::schema::Error as Schema;
+
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut role: Option<RoleType> = None;
+    while let Some(error) = current {
+        if let Some(error) = error.downcast_ref::<Tough>() {
+            match error {
+                Tough::HashMismatch { context, .. } => {
+                    return TrustError::Tampered {
+                        what: tampered_what(target, context),
+                        detail: "SHA-256 differs".into(),
+                    };
+                }
+                Tough::MaxSizeExceeded { specifier, .. } => {
+                    return TrustError::Tampered {
+                        what: tampered_what(target, specifier),
+                        detail: "longer than signed".into(),
+                    };
+                }
+                Tough::VerifyMetadata { role: failed, .. } => role = Some(*failed),
+                Tough::VerifyTrustedMetadata { .. } => role = Some(RoleType::Root),
+                Tough::OlderMetadata {
+                    role,
+                    current_version,
+                    new_version,
+                    ..
+                } => {
+                    return TrustError::MetadataRollback {
+                        role: role_name(*role),
+                        offered: *new_version,
+                        trusted: *current_version,
+                    };
+                }
+                Tough::VersionMismatch {
+                    role,
+                    fetched,
+                    expected,
+                    ..
+                } => {
+                    return TrustError::Tampered {
+                        what: format!("the {} metadata", role_name(*role)),
+                        detail: format!("version {fetched} where version {expected} was signed"),
+                    };
+                }
+                Tough::ParseMetadata { role, source, .. } => {
+                    return TrustError::Malformed {
+                        what: format!("the {} metadata", role_name(*role)),
+                        reason: source.to_string(),
+                    };
+                }
+                Tough::ParseTrustedMetadata { source, .. } => {
+                    return TrustError::TrustedRoot {
+                        reason: source.to_string(),
+                    };
+                }
+                Tough::Transport {
+                    url, source: cause, ..
+                } if cause.kind() == TransportErrorKind::FileNotFound => {
+                    return TrustError::Unreachable {
+                        repository: source.to_string(),
+                        reason: format!("{url} does not exist"),
+                    };
+                }
+                _ => {}
+            }
+        }
+        if let Some(Schema::SignatureThreshold {
+            role: failed,
+            threshold,
+            valid,
+            ..
+        }) = error.downcast_ref::<Schema>()
+        {
+            let role = role_name(role.unwrap_or(*failed));
+            return if *valid == 0 {
+                TrustError::UntrustedSignature { role }
+            } else {
+                TrustError::ThresholdNotMet {
+                    role,
+                    valid: *valid,
+                    threshold: *threshold,
+                }
+            };
+        }
+        current = error.source();
+    }
+    match role {
+        Some(role) => TrustError::Malformed {
+            what: format!("the {} metadata", role_name(role)),
+            reason: error.to_string(),
+        },
+        None => TrustError::Unreachable {
+            repository: source.to_string(),
+            reason: error.to_string(),
+        },
+    }
+}
+
+fn tampered_what(target: Option<&str>, url: &str) -> String {
+    match target {
+        Some(target) => format!("the release manifest {target}"),
+        None => {
+            let file = url.rsplit('/').next().unwrap_or(url);
+            format!("the metadata file {file}")
+        }
+    }
+}
+
+/// The transport verification reads through: `file:` URLs from disk, and `http:` URLs only on a
+/// loopback address (the development and test server), with no TLS and no proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopbackTransport;
+
+/// A metadata file or manifest larger than this is refused before `tough` sees it.
+const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
+#[tough::async_trait]
+impl Transport for LoopbackTransport {
+    async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
+        match url.scheme() {
+            "file" => FilesystemTransport.fetch(url).await,
+            "http" => {
+                let request_url = url.clone();
+                let body = tokio::task::spawn_blocking(move || http_get(&request_url))
+                    .await
+                    .map_err(|error| {
+                        TransportError::new_with_cause(
+                            TransportErrorKind::Other,
+                            url.clone(),
+                            error,
+                        )
+                    })??;
+                let chunk: Result<tough::Bytes, TransportError> = Ok(tough::Bytes::from(body));
+                Ok(Box::pin(futures_util::stream::iter([chunk])))
+            }
+            _ => Err(TransportError::new(
+                TransportErrorKind::UnsupportedUrlScheme,
+                url,
+            )),
+        }
+    }
+}
+
+fn loopback_address(url: &Url) -> Option<IpAddr> {
+    let address = match url.host()? {
+        url::Host::Ipv4(address) => IpAddr::V4(address),
+        url::Host::Ipv6(address) => IpAddr::V6(address),
+        url::Host::Domain(_) => return None,
+    };
+    address.is_loopback().then_some(address)
+}
+
+/// One HTTP/1.0 GET (so the answer is never chunked), reading until the server closes.
+fn http_get(url: &Url) -> Result<Vec<u8>, TransportError> {
+    use std::io::{Read, Write};
+
+    let other = |message: String| {
+        TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), message)
+    };
+    let address = loopback_address(url).ok_or_else(|| {
+        TransportError::new(TransportErrorKind::UnsupportedUrlScheme, url.clone())
+    })?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let io = |error: std::io::Error| {
+        TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), error)
+    };
+    let mut stream =
+        TcpStream::connect_timeout(&(address, port).into(), Duration::from_secs(5)).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    let mut path = url.path().to_owned();
+    if let Some(query) = url.query() {
+        path = format!("{path}?{query}");
+    }
+    let host = url.host_str().unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nAccept-Encoding: identity\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut response = Vec::new();
+    stream
+        .take(MAX_RESPONSE_BYTES + 64 * 1024)
+        .read_to_end(&mut response)
+        .map_err(io)?;
+    let header_end = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| other("the response has no end of headers".into()))?;
+    let head = String::from_utf8_lossy(&response[..header_end]).into_owned();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .ok_or_else(|| other(format!("not an HTTP response: {head:.40}")))?;
+    match status {
+        200 => {}
+        404 | 410 => {
+            return Err(TransportError::new(
+                TransportErrorKind::FileNotFound,
+                url.clone(),
+            ));
+        }
+        _ => return Err(other(format!("the server answered {status}"))),
+    }
+    let body = response.split_off(header_end + 4);
+    let declared = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    if let Some(declared) = declared
+        && declared != body.len()
+    {
+        return Err(other(format!(
+            "the server declared {declared} bytes and sent {}",
+            body.len()
+        )));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_directories_or_loopback_urls() {
+        assert_eq!(
+            "manifests/repository".parse::<RepositorySource>().unwrap(),
+            RepositorySource::Directory("manifests/repository".into())
+        );
+        assert!(matches!(
+            "http://127.0.0.1:8080/repo".parse::<RepositorySource>(),
+            Ok(RepositorySource::Url(_))
+        ));
+        assert!(matches!(
+            "http://[::1]:8080/".parse::<RepositorySource>(),
+            Ok(RepositorySource::Url(_))
+        ));
+        for refused in [
+            "https://releases.example.com/",
+            "http://releases.example.com/",
+            "http://10.0.0.1/",
+            "ftp://127.0.0.1/",
+        ] {
+            let error = refused.parse::<RepositorySource>().unwrap_err();
+            assert!(
+                matches!(error, TrustError::UnsupportedSource { .. }),
+                "{refused}: {error}"
+            );
+        }
+    }
+}
