@@ -6,5 +6,6 @@ mod lint;
 mod network;
 mod properties;
 mod provision;
+mod release;
 mod render;
 mod replayed;
