@@ -234,7 +234,7 @@ pub enum TrustError {
     )]
     UntrustedSignature { role: String },
     #[error(
-        "the {role} metadata carries {valid} valid signatures, but the trusted root requires {threshold}"
+        "the {role} metadata has {valid} valid signature(s) from the keys the trusted root names for it, fewer than the {threshold} it requires"
     )]
     ThresholdNotMet {
         role: String,

@@ -536,6 +536,59 @@ async fn a_rotated_root_verifies_and_the_revoked_keys_are_refused() {
 }
 
 #[tokio::test]
+async fn metadata_below_its_signature_threshold_is_refused() {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::Ed25519KeyPair;
+    use tough::editor::signed::SignedRole;
+    use tough::key_source::{KeySource, LocalKeySource};
+    use tough::schema::{KeyHolder, RoleType, Root, Signed};
+    use tough::sign::Sign;
+
+    // Root v2 asks for two timestamp signatures; the published timestamp carries one.
+    let fixture = Fixture::new().await;
+    let mut root: Signed<Root> = serde_json::from_slice(&fixture.trusted_root()).expect("root");
+    let random = SystemRandom::new();
+    let document = Ed25519KeyPair::generate_pkcs8(&random).expect("a key");
+    let second = Ed25519KeyPair::from_pkcs8(document.as_ref()).expect("a key");
+    let key = Sign::tuf_key(&second);
+    let key_id = key.key_id().expect("a key id");
+    root.signed.version = root.signed.version.saturating_add(1);
+    root.signed.keys.insert(key_id.clone(), key);
+    let timestamp = root
+        .signed
+        .roles
+        .get_mut(&RoleType::Timestamp)
+        .expect("a timestamp role");
+    timestamp.keyids.push(key_id);
+    timestamp.threshold = std::num::NonZeroU64::new(2).expect("two");
+    // tough reads Ed25519 keys as PKCS#8 DER; the key set keeps them as PEM.
+    let pem =
+        pem::parse(std::fs::read(fixture.keys().join("root.pem")).expect("root.pem")).expect("PEM");
+    let der = fixture.path("root.der");
+    std::fs::write(&der, pem.contents()).expect("write the key");
+    let keys: Vec<Box<dyn KeySource>> = vec![Box::new(LocalKeySource { path: der })];
+    let signed = SignedRole::new(
+        root.signed.clone(),
+        &KeyHolder::Root(root.signed),
+        &keys,
+        &random,
+    )
+    .await
+    .expect("sign root v2");
+    std::fs::write(
+        fixture.repository().join("metadata/2.root.json"),
+        signed.buffer(),
+    )
+    .expect("publish root v2");
+    assert_eq!(
+        fixture
+            .refusal(&fixture.repository(), fixture.now, None)
+            .await,
+        "the timestamp metadata has 1 valid signature(s) from the keys the trusted root names for it, fewer than the 2 it requires"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_release_and_a_broken_trusted_root_are_named() {
     let fixture = Fixture::new().await;
     let error = fixture
