@@ -79,13 +79,44 @@ pub enum Command {
     /// Show what `install` would change, stack by stack and resource by resource (exit code 2
     /// when there are changes).
     Plan(ReleaseArgs),
-    /// Create or update every stack of the instance, after a plan and a confirmation.
-    Install(ReleaseArgs),
-    /// Each stack's status, last update and outputs.
+    /// Create or update every stack of the instance, after a plan and a confirmation. Resumes
+    /// an install that was interrupted.
+    Install(InstallArgs),
+    /// The installed release, the lock's holder, and each stack's status, last update and outputs.
     Status,
     /// Delete the instance's stacks, after an inventory and a typed confirmation. Data is kept
     /// unless --delete-data.
     Teardown(TeardownArgs),
+    /// Break the instance's lock after showing who holds it (when its holder is gone for good).
+    Unlock(UnlockArgs),
+    /// Past operations: when, who, what, from and to which release, result and duration.
+    History,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// How a command that changes the instance treats a lock held by another run.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Wait up to this many seconds for another run to release the lock (default: exit 3 at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Required: breaking a lock lets another run start while its holder might still run.
+    #[arg(long, required = true)]
+    pub force: bool,
+    /// The ID of the lock to break, as `status` or the refused run showed it.
+    #[arg(value_name = "LOCK_ID")]
+    pub lock_id: String,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +131,8 @@ pub struct TeardownArgs {
     /// Also delete the data stack and everything in it: buckets are emptied, tables dropped.
     #[arg(long)]
     pub delete_data: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ use crate::config::ConfigError;
 use crate::provision::{DeployError, ProvisionError};
 use crate::release::ManifestError;
 use crate::render::RenderError;
+use crate::state::StateError;
 
 /// What the process tells its caller. The numbers are documented in the README and never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,10 @@ pub enum ExitStatus {
     Failure,
     /// `plan` found changes to make.
     Changes,
+    /// Another run holds the instance's lock.
+    Blocked,
+    /// Stopped by Ctrl-C or SIGTERM; the next run resumes.
+    Interrupted,
     /// The command line itself was wrong.
     Usage,
 }
@@ -27,6 +32,8 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
             ExitStatus::Changes => 2,
+            ExitStatus::Blocked => 3,
+            ExitStatus::Interrupted => 130,
             ExitStatus::Usage => 64,
         }
     }
@@ -50,6 +57,8 @@ pub enum Error {
     Provision(#[from] ProvisionError),
     #[error(transparent)]
     Aws(#[from] DeployError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
@@ -78,6 +87,7 @@ impl Error {
             }
             Error::Provision(error) => error.hint(),
             Error::Aws(error) => error.hint(),
+            Error::State(error) => error.hint(),
             Error::Write { .. } => Some("check that the directory exists and is writable".into()),
             Error::Usage { hint, .. } => Some(hint.clone()),
             Error::Unconfirmed { .. } => Some("run it from a terminal, or pass --yes to go ahead without asking".into()),
@@ -86,8 +96,14 @@ impl Error {
     }
 
     pub fn exit_status(&self) -> ExitStatus {
-        match self {
-            Error::Usage { .. } => ExitStatus::Usage,
+        let state = match self {
+            Error::Usage { .. } => return ExitStatus::Usage,
+            Error::State(error) | Error::Provision(ProvisionError::State(error)) => error,
+            _ => return ExitStatus::Failure,
+        };
+        match state {
+            StateError::LockHeld { .. } => ExitStatus::Blocked,
+            StateError::Interrupted => ExitStatus::Interrupted,
             _ => ExitStatus::Failure,
         }
     }

@@ -13,3 +13,4 @@ pub mod release;
 pub mod render;
 pub mod settings;
 pub mod stacks;
+pub mod state;

@@ -2,10 +2,13 @@
 //! values the commands receive.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::config::{ConfigError, ConfigFile, Problem};
+use crate::error::Error;
 use crate::output::{Printer, Verbosity};
+use crate::state::LockSettings;
 
 /// What every command knows before it starts.
 #[derive(Debug, Clone)]
@@ -36,6 +39,23 @@ impl GlobalSettings {
             profile: args.profile.clone(),
             region: args.region.clone(),
         }
+    }
+
+    /// The lock's lease (60 s, or `STACKWRIGHT_LOCK_LEASE_SECONDS`, which tests shorten) and
+    /// how long to wait for a held lock.
+    pub fn lock_settings(&self, wait_seconds: u64) -> Result<LockSettings, Error> {
+        let mut settings = LockSettings {
+            wait: Duration::from_secs(wait_seconds),
+            ..LockSettings::default()
+        };
+        if let Ok(text) = std::env::var("STACKWRIGHT_LOCK_LEASE_SECONDS") {
+            let seconds: f64 = text.trim().parse().ok().filter(|seconds: &f64| seconds.is_finite() && *seconds >= 0.3).ok_or_else(|| Error::Usage {
+                message: format!("STACKWRIGHT_LOCK_LEASE_SECONDS is \"{text}\", not a number of seconds of at least 0.3"),
+                hint: "unset it to use the default lease of 60 seconds".into(),
+            })?;
+            settings.lease = Duration::from_secs_f64(seconds);
+        }
+        Ok(settings)
     }
 
     pub fn printer(&self) -> Printer {

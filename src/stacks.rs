@@ -10,7 +10,7 @@ use crate::config::ConfigFile;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StackKind {
-    /// State table, artifact bucket, mirror repositories and the KMS key everything is encrypted with.
+    /// Artifact bucket, mirror repositories and the KMS key everything is encrypted with.
     Bootstrap,
     /// VPC, subnets, egress and endpoints for the networking mode.
     Network,

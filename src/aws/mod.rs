@@ -3,6 +3,7 @@
 //! (`AWS_ENDPOINT_URL` and friends), so the local emulator needs no code path of its own.
 
 mod cloudformation;
+mod dynamodb;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -10,6 +11,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use serde::Serialize;
 
 pub use cloudformation::CloudFormation;
+pub use dynamodb::DynamoStateStore;
 
 use crate::provision::DeployError;
 
@@ -74,6 +76,11 @@ impl Aws {
 
     pub fn cloudformation(&self) -> CloudFormation {
         CloudFormation::new(self)
+    }
+
+    /// The state store of an instance.
+    pub fn state(&self, instance: &str) -> DynamoStateStore {
+        DynamoStateStore::new(self, instance)
     }
 
     /// S3 with path-style addressing when an endpoint override is set: a local emulator has no

@@ -1,27 +1,34 @@
-//! `plan`, `install`, `status` and `teardown`: the commands that talk to CloudFormation.
+//! `plan`, `install`, `status` and `teardown`: the commands that talk to CloudFormation, the
+//! mutating ones under the instance's lock and journal.
 
 use std::time::Instant;
 
 use serde_json::json;
 
 use super::reporter::{CliGate, CliReporter};
-use crate::aws::{Aws, CallerIdentity, CloudFormation};
-use crate::cli::{ReleaseArgs, TeardownArgs};
+use crate::aws::{Aws, CallerIdentity, CloudFormation, DynamoStateStore};
+use crate::cli::{InstallArgs, ReleaseArgs, TeardownArgs};
 use crate::config::ConfigFile;
 use crate::error::{Error, ExitStatus};
 use crate::output::{Printer, count, table};
-use crate::provision::{self, Gate, Plan, StackDeployer};
+use crate::provision::{self, Gate, Plan, ProvisionError, StackDeployer, StackJournal};
 use crate::release::ReleaseManifest;
 use crate::render::{self, RenderedStack};
 use crate::settings::GlobalSettings;
 use crate::stacks::StackKind;
+use crate::state::{
+    self, Clock, Holder, Installation, InstallationStatus, Journal, LockSettings, Operation,
+    OperationInputs, OperationKind, OperationResult, Phase, ResumeDecision, StateError, StateStore,
+    StateWrite, SystemClock,
+};
 
 /// The AWS side of a command: clients for the instance's region and who they act as.
-struct Session {
-    config: ConfigFile,
-    aws: Aws,
-    deployer: CloudFormation,
-    identity: CallerIdentity,
+pub(super) struct Session {
+    pub(super) config: ConfigFile,
+    pub(super) aws: Aws,
+    pub(super) deployer: CloudFormation,
+    pub(super) identity: CallerIdentity,
+    pub(super) state: DynamoStateStore,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -32,7 +39,17 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the async runtime starts")
 }
 
-async fn connect(settings: &GlobalSettings) -> Result<Session, Error> {
+/// Runs a command's future to its end. A prompt still waiting on the terminal (a second Ctrl-C
+/// stops the command while a confirmation is asked) must not keep the process alive, so the
+/// runtime does not wait for it.
+pub(super) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let runtime = runtime();
+    let output = runtime.block_on(future);
+    runtime.shutdown_background();
+    output
+}
+
+pub(super) async fn connect(settings: &GlobalSettings) -> Result<Session, Error> {
     let config = settings.load_config()?;
     let region = config.instance.region.clone();
     let wrap = |source| Error::Provision(provision::ProvisionError::deploy("preflight", source));
@@ -41,11 +58,13 @@ async fn connect(settings: &GlobalSettings) -> Result<Session, Error> {
         .map_err(wrap)?;
     let identity = aws.caller_identity().await.map_err(wrap)?;
     let deployer = aws.cloudformation();
+    let state = aws.state(&config.instance.name);
     Ok(Session {
         config,
         aws,
         deployer,
         identity,
+        state,
     })
 }
 
@@ -71,7 +90,7 @@ pub fn plan(
     printer: &Printer,
     args: &ReleaseArgs,
 ) -> Result<ExitStatus, Error> {
-    runtime().block_on(async {
+    block_on(async {
         let session = connect(settings).await?;
         let (_, stacks) = render_release(&session.config, &args.release)?;
         let plan = provision::plan(
@@ -94,7 +113,7 @@ pub fn plan(
 pub fn install(
     settings: &GlobalSettings,
     printer: &Printer,
-    args: &ReleaseArgs,
+    args: &InstallArgs,
 ) -> Result<ExitStatus, Error> {
     // Refuse early, before any call, when nobody could answer the confirmation.
     if !settings.assume_yes && !CliGate::interactive() {
@@ -102,11 +121,12 @@ pub fn install(
             action: "install".into(),
         });
     }
-    runtime().block_on(async {
+    let lock_settings = settings.lock_settings(args.lock.wait)?;
+    block_on(async {
         let started = Instant::now();
         let session = connect(settings).await?;
         let config = &session.config;
-        let (release, stacks) = render_release(config, &args.release)?;
+        let (release, stacks) = render_release(config, &args.release.release)?;
         printer.status(format!(
             "Installing {} (release {}, {} mode) into account {} as {}, region {}",
             config.instance.name,
@@ -116,72 +136,367 @@ pub fn install(
             session.identity.principal,
             session.aws.region
         ));
-        let plan = provision::plan(&session.deployer, &config.instance.name, &stacks, &session.aws.region, true).await?;
-        if !plan.has_changes() {
-            if printer.json_mode() {
-                printer.data(&json!({ "changed": false, "plan": plan }));
-            } else {
-                printer.result(format!(
-                    "Nothing to change: all {} stacks of {} are up to date.",
-                    plan.stacks.len(),
-                    config.instance.name
-                ));
-            }
-            return Ok(ExitStatus::Success);
-        }
-        if !printer.json_mode() {
-            printer.status(&plan);
-        }
-        let gate = CliGate {
-            assume_yes: settings.assume_yes,
+        let inputs = OperationInputs {
+            kind: OperationKind::Install,
+            release: Some(release.version.to_string()),
+            config_hash: config_hash(config),
+            delete_data: false,
         };
-        if !gate.confirm("Apply this plan?") {
-            discard_change_sets(&session.deployer, &plan).await;
-            return Err(Error::Declined {
-                action: "install".into(),
-            });
-        }
-        let reporter = CliReporter::new(printer);
-        let report = provision::apply(&session.deployer, &plan, &stacks, &session.aws.region, &reporter, &gate).await?;
-        let elapsed = started.elapsed().as_secs_f64();
-        let load_balancer = report.output("LoadBalancerDnsName").unwrap_or("(not reported)").to_owned();
-        let url = report
-            .output("InstanceUrl")
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("https://{}", config.instance.domain));
-        let mut records = vec![
-            (config.instance.domain.clone(), load_balancer.clone()),
-            (format!("*.{}", config.instance.domain), load_balancer.clone()),
-        ];
-        if let Some(public) = report.output("PublicServicesDnsName") {
-            records.push((format!("{} (public zone)", config.instance.domain), public.to_owned()));
+        locked(
+            &session,
+            printer,
+            &lock_settings,
+            &inputs,
+            async |operation, installation, begun| {
+                install_locked(
+                    settings,
+                    printer,
+                    &session,
+                    &stacks,
+                    operation,
+                    installation,
+                    begun,
+                    started,
+                )
+                .await
+            },
+        )
+        .await
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn install_locked(
+    settings: &GlobalSettings,
+    printer: &Printer,
+    session: &Session,
+    stacks: &[RenderedStack],
+    operation: &Operation<'_, DynamoStateStore>,
+    installation: Option<Installation>,
+    begun: Begun,
+    started: Instant,
+) -> Result<ExitStatus, Error> {
+    let config = &session.config;
+    let journal = operation.journal().await;
+    let plan = provision::plan(
+        &session.deployer,
+        &config.instance.name,
+        stacks,
+        &session.aws.region,
+        true,
+    )
+    .await?;
+    if !plan.has_changes() && begun == Begun::Fresh {
+        // Nothing to do, and no operation to record; the record is brought up to date if an
+        // earlier version or a failure left it behind.
+        let record = installation_record(
+            config,
+            &journal,
+            plan.stacks
+                .iter()
+                .map(|stack| stack.stack_name.clone())
+                .collect(),
+            operation.now(),
+        );
+        let current = installation.as_ref().is_some_and(|found| {
+            found.installed_release == record.installed_release
+                && found.config_hash == record.config_hash
+                && found.status == record.status
+                && found.stacks == record.stacks
+        });
+        if !current {
+            operation
+                .write(vec![StateWrite::Installation(record)])
+                .await?;
         }
         if printer.json_mode() {
-            printer.data(&json!({
-                "changed": true,
-                "seconds": elapsed,
-                "url": url,
-                "load_balancer": load_balancer,
-                "dns_records": records.iter().map(|(name, target)| json!({ "name": name, "type": "CNAME", "target": target })).collect::<Vec<_>>(),
-                "stacks": report.stacks,
-            }));
+            printer.data(&json!({ "changed": false, "plan": plan }));
         } else {
-            printer.result(format!("Installed {} in {elapsed:.1} s.", config.instance.name));
-            printer.result(table(
-                ["", ""],
-                [
-                    ["URL".to_owned(), url],
-                    ["Load balancer".to_owned(), load_balancer],
-                ],
-            ));
-            printer.result("DNS records to create:");
-            printer.result(table(
-                ["NAME", "TYPE", "TARGET"],
-                records.into_iter().map(|(name, target)| [name, "CNAME".to_owned(), target]),
+            printer.result(format!(
+                "Nothing to change: all {} stacks of {} are up to date.",
+                plan.stacks.len(),
+                config.instance.name
             ));
         }
-        Ok(ExitStatus::Success)
+        return Ok(ExitStatus::Success);
+    }
+    if !printer.json_mode() {
+        printer.status(&plan);
+    }
+    let gate = CliGate {
+        assume_yes: settings.assume_yes,
+    };
+    if !confirm(&gate, "Apply this plan?").await {
+        discard_change_sets(&session.deployer, &plan).await;
+        return Err(Error::Declined {
+            action: "install".into(),
+        });
+    }
+    let reporter = CliReporter::new(printer);
+    let applied = async {
+        operation.complete(Phase::Plan, |_| {}).await?;
+        let hook = JournalHook(operation);
+        let report = provision::apply_journalled(
+            &session.deployer,
+            &plan,
+            stacks,
+            &session.aws.region,
+            &reporter,
+            &gate,
+            &hook,
+        )
+        .await?;
+        Ok::<_, Error>(report)
+    }
+    .await;
+    let report = match applied {
+        Ok(report) => report,
+        Err(error) => return Err(record_failure(operation, installation, error).await),
+    };
+    let record = installation_record(
+        config,
+        &journal,
+        report
+            .stacks
+            .iter()
+            .map(|stack| stack.stack_name.clone())
+            .collect(),
+        operation.now(),
+    );
+    let entry = journal.finish(OperationResult::Succeeded, None, operation.now());
+    operation
+        .finish(vec![
+            StateWrite::Installation(record),
+            StateWrite::History(entry),
+        ])
+        .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let load_balancer = report
+        .output("LoadBalancerDnsName")
+        .unwrap_or("(not reported)")
+        .to_owned();
+    let url = report
+        .output("InstanceUrl")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("https://{}", config.instance.domain));
+    let mut records = vec![
+        (config.instance.domain.clone(), load_balancer.clone()),
+        (
+            format!("*.{}", config.instance.domain),
+            load_balancer.clone(),
+        ),
+    ];
+    if let Some(public) = report.output("PublicServicesDnsName") {
+        records.push((
+            format!("{} (public zone)", config.instance.domain),
+            public.to_owned(),
+        ));
+    }
+    if printer.json_mode() {
+        printer.data(&json!({
+            "changed": true,
+            "seconds": elapsed,
+            "operation_id": journal.operation_id,
+            "url": url,
+            "load_balancer": load_balancer,
+            "dns_records": records.iter().map(|(name, target)| json!({ "name": name, "type": "CNAME", "target": target })).collect::<Vec<_>>(),
+            "stacks": report.stacks,
+        }));
+    } else {
+        printer.result(format!(
+            "Installed {} in {elapsed:.1} s.",
+            config.instance.name
+        ));
+        printer.result(table(
+            ["", ""],
+            [
+                ["URL".to_owned(), url],
+                ["Load balancer".to_owned(), load_balancer],
+            ],
+        ));
+        printer.result("DNS records to create:");
+        printer.result(table(
+            ["NAME", "TYPE", "TARGET"],
+            records
+                .into_iter()
+                .map(|(name, target)| [name, "CNAME".to_owned(), target]),
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The installation record after an install of the journal's release.
+fn installation_record(
+    config: &ConfigFile,
+    journal: &Journal,
+    stacks: Vec<String>,
+    now: jiff::Timestamp,
+) -> Installation {
+    Installation {
+        installed_release: journal.to_release.clone(),
+        networking_mode: config.network.mode.to_string(),
+        stacks,
+        status: InstallationStatus::Installed,
+        config_hash: journal.config_hash.clone(),
+        operation_id: journal.operation_id.clone(),
+        updated_at: now,
+    }
+}
+
+/// The SHA-256 of the configuration as it resolved, so that a changed file is recognised.
+fn config_hash(config: &ConfigFile) -> String {
+    render::content_digest(&serde_json::to_string(config).expect("the configuration serializes"))
+}
+
+/// Asks without stalling the lease's renewal, which runs on the same task.
+async fn confirm(gate: &CliGate, question: &str) -> bool {
+    let gate = gate.clone();
+    let question = question.to_owned();
+    tokio::task::spawn_blocking(move || gate.confirm(&question))
+        .await
+        .unwrap_or(false)
+}
+
+/// A failed operation: recorded in history and the installation record, its journal cleared,
+/// unless it was stopped (signal, lost lease), which leaves the journal for the next run. An
+/// operation that failed before its first phase changed nothing and leaves no trace.
+async fn record_failure(
+    operation: &Operation<'_, DynamoStateStore>,
+    installation: Option<Installation>,
+    error: Error,
+) -> Error {
+    let stopped = matches!(
+        &error,
+        Error::State(StateError::Interrupted | StateError::LeaseLost { .. })
+            | Error::Provision(ProvisionError::State(
+                StateError::Interrupted | StateError::LeaseLost { .. }
+            ))
+    );
+    if stopped {
+        return error;
+    }
+    let journal = operation.journal().await;
+    if journal.completed.is_empty() {
+        return error;
+    }
+    let entry = journal.finish(
+        OperationResult::Failed,
+        Some(error.to_string()),
+        operation.now(),
+    );
+    let mut writes = vec![StateWrite::History(entry)];
+    if let Some(mut installation) = installation.filter(|_| journal.kind != OperationKind::Teardown)
+    {
+        installation.status = InstallationStatus::Failed;
+        installation.operation_id = journal.operation_id.clone();
+        installation.updated_at = operation.now();
+        writes.push(StateWrite::Installation(installation));
+    }
+    if let Err(write_error) = operation.finish(writes).await {
+        tracing::warn!(%write_error, "could not record the failed operation");
+    }
+    error
+}
+
+/// Tells the journal as each stack is done.
+struct JournalHook<'a, 'b>(&'a Operation<'b, DynamoStateStore>);
+
+impl StackJournal for JournalHook<'_, '_> {
+    async fn stack_done(&self, kind: StackKind) -> Result<(), ProvisionError> {
+        Ok(self.0.complete(Phase::Stack(kind), |_| {}).await?)
+    }
+}
+
+/// Whether a run starts an operation or continues an interrupted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Begun {
+    Fresh,
+    Resumed,
+}
+
+/// Runs `work` under the instance's lock: creates the state table if needed, takes the lock
+/// (waiting as asked), reads the state, decides from the journal whether to start, resume or
+/// refuse, and releases the lock whatever happens (unless the table went with the instance).
+async fn locked<T>(
+    session: &Session,
+    printer: &Printer,
+    lock_settings: &LockSettings,
+    inputs: &OperationInputs,
+    work: impl AsyncFnOnce(
+        &Operation<'_, DynamoStateStore>,
+        Option<Installation>,
+        Begun,
+    ) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let store = &session.state;
+    let clock = SystemClock;
+    store.prepare().await?;
+    let holder = Holder::this_process(&session.identity.principal, inputs.kind);
+    let lease = state::acquire(store, &clock, &holder, lock_settings, |held| {
+        printer.status(format!(
+            "Waiting up to {} s for the lock on {}, held by {held}",
+            lock_settings.wait.as_secs(),
+            session.config.instance.name
+        ));
     })
+    .await?;
+    tracing::info!(lock_id = %lease.lock_id, token = lease.fencing_token, "lock acquired");
+    let result = async {
+        let installation = store.installation().await?;
+        let found = store.journal().await?;
+        let now = clock.now();
+        let from_release = installation.as_ref().and_then(|record| record.installed_release.clone());
+        let (journal, begun, superseded) = match state::resume_decision(found, inputs) {
+            ResumeDecision::Fresh => (Journal::new(inputs, &session.identity.principal, from_release, now), Begun::Fresh, None),
+            ResumeDecision::Resume(journal) => {
+                printer.status(format!(
+                    "Resuming the interrupted {} {} started {} by {}{}",
+                    journal.kind,
+                    journal.operation_id,
+                    journal.started_at.round(jiff::Unit::Second).unwrap_or(journal.started_at),
+                    journal.started_by,
+                    if journal.completed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (done: {})", journal.completed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+                    }
+                ));
+                (journal, Begun::Resumed, None)
+            }
+            ResumeDecision::Supersede(old) => {
+                printer.warn(format!(
+                    "an interrupted {} ({}) was asked something else; it is recorded as abandoned and this run starts anew",
+                    old.kind, old.operation_id
+                ));
+                (Journal::new(inputs, &session.identity.principal, from_release, now), Begun::Fresh, Some(old))
+            }
+            ResumeDecision::Refuse(unfinished) => {
+                return Err(Error::State(StateError::UnfinishedOperation {
+                    instance: session.config.instance.name.clone(),
+                    requested: inputs.kind,
+                    unfinished: Box::new(unfinished),
+                }));
+            }
+        };
+        let operation = Operation::new(store, &clock, lease.clone(), lock_settings.lease, journal);
+        let guarded = async {
+            if let Some(old) = superseded {
+                let entry = old.finish(OperationResult::Abandoned, None, operation.now());
+                operation.write(vec![StateWrite::History(entry), StateWrite::ClearJournal]).await?;
+            }
+            work(&operation, installation, begun).await
+        };
+        state::run_guarded(&operation, lock_settings, guarded, || {
+            printer.warn("stopping after the current step; the lock is released and the journal kept (press Ctrl-C again to stop at once)");
+        })
+        .await
+    }
+    .await;
+    match store.release(&lease).await {
+        Ok(()) => {}
+        Err(error) => printer.warn(format!("the lock was not released: {error}")),
+    }
+    result
 }
 
 async fn discard_change_sets<D: StackDeployer>(deployer: &D, plan: &Plan) {
@@ -197,7 +512,7 @@ async fn discard_change_sets<D: StackDeployer>(deployer: &D, plan: &Plan) {
 }
 
 pub fn status(settings: &GlobalSettings, printer: &Printer) -> Result<ExitStatus, Error> {
-    runtime().block_on(async {
+    block_on(async {
         let session = connect(settings).await?;
         let instance = &session.config.instance.name;
         let mut stacks = Vec::new();
@@ -212,21 +527,88 @@ pub fn status(settings: &GlobalSettings, printer: &Printer) -> Result<ExitStatus
                 stacks.push(state);
             }
         }
+        // Read only: status never creates the table nor takes the lock.
+        let installation = session.state.installation().await?;
+        let lock = session.state.lock().await?;
+        let journal = session.state.journal().await?;
         if printer.json_mode() {
-            printer.data(&json!({ "instance": instance, "account": session.identity.account, "region": session.aws.region, "stacks": stacks }));
+            printer.data(&json!({
+                "instance": instance,
+                "account": session.identity.account,
+                "region": session.aws.region,
+                "state_table": session.state.location(),
+                "installation": installation,
+                "lock": lock,
+                "unfinished_operation": journal,
+                "stacks": stacks,
+            }));
             return Ok(ExitStatus::Success);
         }
-        if stacks.is_empty() {
-            printer.result(format!("{instance} is not installed in account {} ({}).", session.identity.account, session.aws.region));
+        if stacks.is_empty() && installation.is_none() && lock.is_none() && journal.is_none() {
+            printer.result(format!(
+                "{instance} is not installed in account {} ({}).",
+                session.identity.account, session.aws.region
+            ));
             return Ok(ExitStatus::Success);
         }
+        let now = jiff::Timestamp::now();
+        let release_line = match &installation {
+            Some(record) => format!(
+                "{} ({} mode, {}, by operation {} at {})",
+                record.installed_release.as_deref().unwrap_or("none"),
+                record.networking_mode,
+                record.status,
+                record.operation_id,
+                record
+                    .updated_at
+                    .round(jiff::Unit::Second)
+                    .unwrap_or(record.updated_at)
+            ),
+            None => "unknown (no installation record)".into(),
+        };
+        let lock_line = match &lock {
+            None => "free".to_owned(),
+            Some(lease) if lease.is_live(now) => format!("held by {lease}"),
+            Some(lease) => format!("expired: {lease}"),
+        };
+        let mut summary = vec![
+            ["Installed release".to_owned(), release_line],
+            ["Lock".to_owned(), lock_line],
+        ];
+        if let Some(journal) = &journal {
+            summary.push([
+                "Unfinished".to_owned(),
+                format!(
+                    "{} {} started {} (done: {})",
+                    journal.kind,
+                    journal.operation_id,
+                    journal
+                        .started_at
+                        .round(jiff::Unit::Second)
+                        .unwrap_or(journal.started_at),
+                    journal
+                        .completed
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ]);
+        }
+        for [label, value] in summary {
+            printer.result(format!("{label:<18} {value}"));
+        }
+        printer.result("");
         printer.result(table(
             ["STACK", "STATUS", "LAST UPDATED"],
             stacks.iter().map(|state| {
                 [
                     state.name.clone(),
                     state.status.clone(),
-                    state.last_updated.map(|time| time.to_string()).unwrap_or_default(),
+                    state
+                        .last_updated
+                        .map(|time| time.to_string())
+                        .unwrap_or_default(),
                 ]
             }),
         ));
@@ -257,75 +639,220 @@ pub fn teardown(
             action: "teardown".into(),
         });
     }
-    runtime().block_on(async {
+    let lock_settings = settings.lock_settings(args.lock.wait)?;
+    block_on(async {
         let started = Instant::now();
         let session = connect(settings).await?;
         let instance = session.config.instance.name.clone();
-        let inventory = provision::inventory(&session.deployer, &instance, args.delete_data).await?;
-        if inventory.is_empty() {
-            printer.result(format!("{instance} has no stacks in account {} ({}): nothing to delete.", session.identity.account, session.aws.region));
-            return Ok(ExitStatus::Success);
-        }
-        if args.delete_data {
-            printer.warn(format!(
-                "--delete-data: the data stack of {instance} is deleted too. Its buckets are emptied and its tables dropped; this cannot be undone."
-            ));
-        }
-        if printer.json_mode() {
-            printer.json_line(&json!({ "event": "inventory", "inventory": inventory }));
-        } else {
-            printer.status(format!(
-                "Teardown of {instance} in account {} ({}). What is deleted and what is kept:",
+        // Nothing deployed and no state: nothing to lock, nothing to delete.
+        if !session.state.exists().await?
+            && provision::inventory(&session.deployer, &instance, args.delete_data)
+                .await?
+                .is_empty()
+        {
+            printer.result(format!(
+                "{instance} has no stacks in account {} ({}): nothing to delete.",
                 session.identity.account, session.aws.region
             ));
-            printer.status(&inventory);
+            return Ok(ExitStatus::Success);
         }
-        if !settings.assume_yes {
-            let typed: String = dialoguer::Input::new()
-                .with_prompt(format!("Type the instance name ({instance}) to delete it"))
+        let inputs = OperationInputs {
+            kind: OperationKind::Teardown,
+            release: None,
+            config_hash: config_hash(&session.config),
+            delete_data: args.delete_data,
+        };
+        locked(
+            &session,
+            printer,
+            &lock_settings,
+            &inputs,
+            async |operation, installation, begun| {
+                teardown_locked(
+                    settings,
+                    printer,
+                    &session,
+                    args,
+                    operation,
+                    installation,
+                    begun,
+                    started,
+                )
+                .await
+            },
+        )
+        .await
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn teardown_locked(
+    settings: &GlobalSettings,
+    printer: &Printer,
+    session: &Session,
+    args: &TeardownArgs,
+    operation: &Operation<'_, DynamoStateStore>,
+    installation: Option<Installation>,
+    begun: Begun,
+    started: Instant,
+) -> Result<ExitStatus, Error> {
+    let instance = session.config.instance.name.clone();
+    let table = session.state.location().to_owned();
+    let inventory = provision::inventory(&session.deployer, &instance, args.delete_data).await?;
+    if inventory.is_empty() && begun == Begun::Fresh {
+        // No stack is left: the state goes with the instance.
+        session.state.destroy().await?;
+        printer.result(format!(
+            "{instance} has no stacks in account {} ({}): nothing to delete. Its state table {table} was deleted.",
+            session.identity.account, session.aws.region
+        ));
+        return Ok(ExitStatus::Success);
+    }
+    if begun == Begun::Fresh && inventory.stacks.iter().all(|stack| !stack.delete_stack) {
+        // Only kept stacks remain (the data): a teardown that would delete nothing is no
+        // operation, and records none.
+        printer.result(format!(
+            "Nothing to delete: only the data of {instance} remains ({}); `stackwright teardown --delete-data` deletes it.",
+            inventory.stacks.iter().map(|stack| stack.stack_name.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+        return Ok(ExitStatus::Success);
+    }
+    if args.delete_data {
+        printer.warn(format!(
+            "--delete-data: the data stack of {instance} is deleted too. Its buckets are emptied and its tables dropped; this cannot be undone."
+        ));
+    }
+    if printer.json_mode() {
+        printer.json_line(&json!({ "event": "inventory", "inventory": inventory }));
+    } else {
+        printer.status(format!(
+            "Teardown of {instance} in account {} ({}). What is deleted and what is kept:",
+            session.identity.account, session.aws.region
+        ));
+        printer.status(&inventory);
+    }
+    if !settings.assume_yes {
+        let expected = instance.clone();
+        let typed = tokio::task::spawn_blocking(move || {
+            dialoguer::Input::<String>::new()
+                .with_prompt(format!("Type the instance name ({expected}) to delete it"))
                 .allow_empty(true)
                 .interact_text()
-                .unwrap_or_default();
-            if typed.trim() != instance {
-                return Err(Error::Declined {
-                    action: "teardown".into(),
-                });
-            }
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        if typed.trim() != instance {
+            return Err(Error::Declined {
+                action: "teardown".into(),
+            });
         }
-        let reporter = CliReporter::new(printer);
-        let gate = CliGate {
-            assume_yes: settings.assume_yes,
-        };
-        let report = provision::teardown(&session.deployer, &inventory, &reporter, &gate).await?;
-        let elapsed = started.elapsed().as_secs_f64();
-        for warning in &report.warnings {
-            printer.warn(warning);
+    }
+    let reporter = CliReporter::new(printer);
+    let gate = CliGate {
+        assume_yes: settings.assume_yes,
+    };
+    let deleted = async {
+        let targets = inventory.retained_targets();
+        operation
+            .complete(Phase::Inventory, |journal| {
+                for target in targets {
+                    if !journal.retained.contains(&target) {
+                        journal.retained.push(target);
+                    }
+                }
+            })
+            .await?;
+        let report = provision::teardown_journalled(
+            &session.deployer,
+            &inventory,
+            &reporter,
+            &gate,
+            &JournalHook(operation),
+        )
+        .await?;
+        if args.delete_data {
+            let targets = operation.journal().await.retained;
+            provision::delete_retained_data(&session.deployer, &targets, &reporter).await?;
+            operation.complete(Phase::Data, |_| {}).await?;
         }
-        if printer.json_mode() {
-            printer.data(&json!({ "seconds": elapsed, "report": report }));
+        Ok::<_, Error>(report)
+    }
+    .await;
+    let report = match deleted {
+        Ok(report) => report,
+        Err(error) => return Err(record_failure(operation, installation, error).await),
+    };
+    let journal = operation.journal().await;
+    let entry = journal.finish(OperationResult::Succeeded, None, operation.now());
+    let kept: Vec<String> = inventory
+        .stacks
+        .iter()
+        .filter(|stack| !stack.delete_stack)
+        .map(|stack| stack.stack_name.clone())
+        .collect();
+    let mut writes = vec![StateWrite::History(entry)];
+    if !kept.is_empty() {
+        writes.push(StateWrite::Installation(Installation {
+            installed_release: installation
+                .as_ref()
+                .and_then(|record| record.installed_release.clone()),
+            networking_mode: session.config.network.mode.to_string(),
+            stacks: kept.clone(),
+            status: InstallationStatus::DataKept,
+            config_hash: journal.config_hash.clone(),
+            operation_id: journal.operation_id.clone(),
+            updated_at: operation.now(),
+        }));
+    }
+    operation.finish(writes).await?;
+    // The table goes last, once no stack is left for it to guard.
+    let table_deleted = kept.is_empty();
+    if table_deleted {
+        session.state.destroy().await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for warning in &report.warnings {
+        printer.warn(warning);
+    }
+    let state_line = if table_deleted {
+        format!(
+            "The state table {table} was deleted with the instance, and the history of its operations with it."
+        )
+    } else {
+        format!(
+            "The state table {table} is kept while the data stack remains; `stackwright history` shows its operations."
+        )
+    };
+    if printer.json_mode() {
+        printer.data(&json!({ "seconds": elapsed, "report": report, "state_table": { "name": table, "deleted": table_deleted } }));
+    } else {
+        printer.result(format!(
+            "Deleted {} of {instance} in {elapsed:.1} s.",
+            count(report.deleted_stacks.len(), "stack", "stacks")
+        ));
+        if report.remaining.is_empty() {
+            printer.result("Nothing of these stacks remains.");
         } else {
-            printer.result(format!(
-                "Deleted {} of {instance} in {elapsed:.1} s.",
-                count(report.deleted_stacks.len(), "stack", "stacks")
-            ));
-            if report.remaining.is_empty() {
-                printer.result("Nothing of these stacks remains.");
-            } else {
-                printer.result("What remains:");
-                printer.result(table(
-                    ["STACK", "RESOURCE", "TYPE", "ID", "WHY"],
-                    report.remaining.iter().map(|item| {
-                        [
-                            item.stack_name.clone(),
-                            item.logical_id.clone(),
-                            item.resource_type.clone(),
-                            item.physical_id.clone().unwrap_or_default(),
-                            item.reason.clone(),
-                        ]
-                    }),
-                ));
-            }
+            printer.result("What remains:");
+            printer.result(table_of_remaining(&report));
         }
-        Ok(ExitStatus::Success)
-    })
+        printer.result(state_line);
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn table_of_remaining(report: &provision::TeardownReport) -> String {
+    table(
+        ["STACK", "RESOURCE", "TYPE", "ID", "WHY"],
+        report.remaining.iter().map(|item| {
+            [
+                item.stack_name.clone(),
+                item.logical_id.clone(),
+                item.resource_type.clone(),
+                item.physical_id.clone().unwrap_or_default(),
+                item.reason.clone(),
+            ]
+        }),
+    )
 }

@@ -6,6 +6,7 @@ mod deploy;
 mod network;
 mod render;
 mod reporter;
+mod state;
 
 use crate::cli::{Cli, Command, ConfigCommand, NetworkCommand};
 use crate::error::{Error, ExitStatus};
@@ -30,6 +31,8 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Install(args) => deploy::install(&settings, &printer, &args),
         Command::Status => deploy::status(&settings, &printer),
         Command::Teardown(args) => deploy::teardown(&settings, &printer, &args),
+        Command::Unlock(args) => state::unlock(&settings, &printer, &args),
+        Command::History => state::history(&settings, &printer),
     };
     match result {
         Ok(status) => status,

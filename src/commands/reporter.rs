@@ -156,6 +156,7 @@ impl DeployReporter for CliReporter<'_> {
 }
 
 /// Asks on the terminal; `--yes` answers yes; without a terminal nothing risky goes ahead.
+#[derive(Debug, Clone)]
 pub struct CliGate {
     pub assume_yes: bool,
 }

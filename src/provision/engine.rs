@@ -13,8 +13,9 @@ use super::plan::{
     wait_for_change_set,
 };
 use super::{
-    Backoff, ChangeSetKind, ChangeSetRequest, ChangeSetStatus, DeployError, DeployReporter, Plan,
-    ProvisionError, StackDeployer, StackEvent, StackState, TemplateSource,
+    Backoff, ChangeSetKind, ChangeSetRequest, ChangeSetStatus, DeployError, DeployReporter,
+    NoJournal, Plan, ProvisionError, StackDeployer, StackEvent, StackJournal, StackState,
+    TemplateSource,
 };
 use crate::render::RenderedStack;
 use crate::stacks::StackKind;
@@ -59,6 +60,19 @@ pub async fn apply<D: StackDeployer, R: DeployReporter, G: Gate>(
     reporter: &R,
     gate: &G,
 ) -> Result<ApplyReport, ProvisionError> {
+    apply_journalled(deployer, plan, stacks, region, reporter, gate, &NoJournal).await
+}
+
+/// Applies a plan made from `stacks`, telling `journal` as each stack is done.
+pub async fn apply_journalled<D: StackDeployer, R: DeployReporter, G: Gate, J: StackJournal>(
+    deployer: &D,
+    plan: &Plan,
+    stacks: &[RenderedStack],
+    region: &str,
+    reporter: &R,
+    gate: &G,
+    journal: &J,
+) -> Result<ApplyReport, ProvisionError> {
     let mut states: BTreeMap<String, Option<StackState>> = BTreeMap::new();
     let mut outcomes: Vec<StackOutcome> = Vec::new();
     let kinds: Vec<StackKind> = stacks.iter().map(|stack| stack.kind).collect();
@@ -70,7 +84,14 @@ pub async fn apply<D: StackDeployer, R: DeployReporter, G: Gate>(
                 .iter()
                 .find(|planned| planned.stack_name == stack.stack_name)
                 .expect("the plan covers every rendered stack");
-            apply_stack(deployer, stack, stack_plan, &states, region, reporter, gate)
+            let states = &states;
+            async move {
+                let applied =
+                    apply_stack(deployer, stack, stack_plan, states, region, reporter, gate)
+                        .await?;
+                journal.stack_done(stack.kind).await?;
+                Ok::<_, ProvisionError>(applied)
+            }
         }))
         .await;
         let mut first_error = None;

@@ -11,10 +11,14 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::stacks::StackKind;
+
+pub use engine::apply_journalled;
 pub use engine::{ApplyReport, Gate, StackOutcome, apply};
-pub use plan::{Plan, StackAction, StackPlan, plan};
+pub use plan::{INSTANCE_TAG, Plan, StackAction, StackPlan, plan};
 pub use teardown::{
-    Fate, Inventory, InventoryItem, Remaining, TeardownReport, inventory, teardown,
+    Fate, Inventory, InventoryItem, Remaining, RetainedTarget, TeardownReport,
+    delete_retained_data, inventory, teardown, teardown_journalled,
 };
 
 /// A stack as CloudFormation describes it.
@@ -177,6 +181,9 @@ impl DeployError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
+    /// The operation's journal could not be written, or the operation was asked to stop.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("{stack}: {error}")]
     Deploy { stack: String, error: DeployError },
     #[error("a stack named {stack} already exists, and {}", match owner {
@@ -230,6 +237,7 @@ impl ProvisionError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             ProvisionError::Deploy { error, .. } => return error.hint(),
+            ProvisionError::State(error) => return error.hint(),
             ProvisionError::NameTaken { .. } => {
                 "choose another instance.name in the configuration, or delete or rename the other stack".into()
             }
@@ -305,6 +313,22 @@ pub trait StackDeployer: Sync {
         resource_type: &str,
         physical_id: &str,
     ) -> Result<(), DeployError>;
+}
+
+/// Told when a stack is deployed or deleted, so that an interrupted operation can resume after
+/// it. An error stops the operation once the stacks running beside it are done.
+#[allow(async_fn_in_trait)]
+pub trait StackJournal: Sync {
+    async fn stack_done(&self, kind: StackKind) -> Result<(), ProvisionError>;
+}
+
+/// No journal: nothing is recorded.
+pub struct NoJournal;
+
+impl StackJournal for NoJournal {
+    async fn stack_done(&self, _kind: StackKind) -> Result<(), ProvisionError> {
+        Ok(())
+    }
 }
 
 /// Progress of a deployment, reported as it happens.

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use futures_util::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::engine::{Gate, delete_and_wait, levels};
 use super::plan::check_ownership;
-use super::{DeployError, DeployReporter, ProvisionError, StackDeployer};
+use super::{DeployError, DeployReporter, NoJournal, ProvisionError, StackDeployer, StackJournal};
 use crate::output::count;
 use crate::stacks::StackKind;
 
@@ -198,12 +198,78 @@ pub struct TeardownReport {
     pub warnings: Vec<String>,
 }
 
-/// Deletes what the inventory says, in reverse dependency order.
+/// A resource a deleted stack retained (`DeletionPolicy: Retain`) that data deletion removes
+/// afterwards. Kept in the journal, because once its stack is gone nothing else names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedTarget {
+    pub stack_name: String,
+    pub resource_type: String,
+    pub physical_id: String,
+}
+
+impl Inventory {
+    /// What data deletion removes after the stacks are gone.
+    pub fn retained_targets(&self) -> Vec<RetainedTarget> {
+        self.stacks
+            .iter()
+            .filter(|stack| stack.delete_stack)
+            .flat_map(|stack| {
+                stack.resources.iter().filter_map(|item| {
+                    match (&item.fate, item.retained_by_policy, &item.physical_id) {
+                        (Fate::Deleted, true, Some(physical_id)) => Some(RetainedTarget {
+                            stack_name: stack.stack_name.clone(),
+                            resource_type: item.resource_type.clone(),
+                            physical_id: physical_id.clone(),
+                        }),
+                        _ => None,
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// Deletes what the inventory says, in reverse dependency order, then what the deleted stacks
+/// retained, when data deletion was asked for.
 pub async fn teardown<D: StackDeployer, R: DeployReporter, G: Gate>(
     deployer: &D,
     inventory: &Inventory,
     reporter: &R,
     gate: &G,
+) -> Result<TeardownReport, ProvisionError> {
+    let report = teardown_journalled(deployer, inventory, reporter, gate, &NoJournal).await?;
+    delete_retained_data(deployer, &inventory.retained_targets(), reporter).await?;
+    Ok(report)
+}
+
+/// Deletes the retained resources of deleted stacks (buckets emptied first, tables unprotected
+/// first); one already gone counts as deleted.
+pub async fn delete_retained_data<D: StackDeployer, R: DeployReporter>(
+    deployer: &D,
+    targets: &[RetainedTarget],
+    reporter: &R,
+) -> Result<(), ProvisionError> {
+    for target in targets {
+        deployer
+            .delete_retained(&target.resource_type, &target.physical_id)
+            .await
+            .map_err(|source| ProvisionError::deploy(&target.stack_name, source))?;
+        reporter.note(&format!(
+            "{}: deleted retained {} {}",
+            target.stack_name, target.resource_type, target.physical_id
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes the stacks the inventory says, in reverse dependency order, telling `journal` as
+/// each is gone. Retained resources are left to [`delete_retained_data`].
+pub async fn teardown_journalled<D: StackDeployer, R: DeployReporter, G: Gate, J: StackJournal>(
+    deployer: &D,
+    inventory: &Inventory,
+    reporter: &R,
+    gate: &G,
+    journal: &J,
 ) -> Result<TeardownReport, ProvisionError> {
     let mut report = TeardownReport {
         deleted_stacks: Vec::new(),
@@ -219,11 +285,11 @@ pub async fn teardown<D: StackDeployer, R: DeployReporter, G: Gate>(
             .iter()
             .filter(|entry| level.contains(&entry.kind) && entry.delete_stack)
             .collect();
-        let results = join_all(
-            targets
-                .iter()
-                .map(|entry| delete_one(deployer, entry, reporter, gate)),
-        )
+        let results = join_all(targets.iter().map(|entry| async move {
+            let outcome = delete_one(deployer, entry, reporter, gate).await?;
+            journal.stack_done(entry.kind).await?;
+            Ok::<_, ProvisionError>(outcome)
+        }))
         .await;
         for result in results {
             let outcome = result?;
@@ -302,21 +368,6 @@ async fn delete_one<D: StackDeployer, R: DeployReporter, G: Gate>(
     let Some(state) = state else {
         reporter.stack_finished(name, "DELETE_COMPLETE", true);
         outcome.deleted = Some(name.to_owned());
-        // Data deletion was asked for: remove what the stack's Retain policy left behind.
-        for item in &entry.resources {
-            if let (Fate::Deleted, true, Some(physical_id)) =
-                (&item.fate, item.retained_by_policy, &item.physical_id)
-            {
-                deployer
-                    .delete_retained(&item.resource_type, physical_id)
-                    .await
-                    .map_err(|source| ProvisionError::deploy(name, source))?;
-                reporter.note(&format!(
-                    "{name}: deleted retained {} {physical_id}",
-                    item.resource_type
-                ));
-            }
-        }
         return Ok(outcome);
     };
     // DELETE_FAILED: name what blocks it, and offer to leave those resources behind.

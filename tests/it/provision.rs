@@ -421,10 +421,16 @@ fn assert_installed(instance: &Instance, expected: &Expected, install: &Outcome)
         "an internet gateway"
     );
 
-    // The state table, the data bucket and table.
+    // The state table (the installer's own, outside every stack: the lock in it must exist
+    // before the first stack is created), the data bucket and table.
     let bootstrap = cloud.outputs(&instance.stack("bootstrap"));
+    assert!(
+        !bootstrap.contains_key("StateTableName"),
+        "the bootstrap stack no longer owns the state table"
+    );
+    let state_table = format!("stackwright-{}", instance.name);
     let data = cloud.outputs(&instance.stack("data"));
-    for table in [&bootstrap["StateTableName"], &data["DataTableName"]] {
+    for table in [&state_table, &data["DataTableName"]] {
         let described = cloud
             .block_on(cloud.dynamodb.describe_table().table_name(table).send())
             .unwrap_or_else(|error| panic!("DescribeTable {table}: {error:?}"));
@@ -1340,6 +1346,13 @@ fn status_shows_each_stack_and_its_outputs_as_text_and_json() {
             .expect("a stack is an object")
             .remove("parameters");
     }
+    // The configuration's hash changes with the instance's generated name.
+    assert_eq!(
+        shown["installation"]["config_hash"].as_str().map(str::len),
+        Some(64),
+        "the installation record holds the configuration's SHA-256"
+    );
+    shown["installation"]["config_hash"] = "[SHA-256]".into();
     let shown = serde_json::to_string_pretty(&shown).expect("JSON");
     instance
         .settings()
