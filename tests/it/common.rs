@@ -478,6 +478,29 @@ pub mod moto {
             self.env("AWS_SDK_UA_APP_ID", tag)
         }
 
+        /// Starts the run without waiting for it, its output captured: for races and for
+        /// killing it midway.
+        pub fn spawn(self) -> std::process::Child {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stackwright"));
+            command
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("NO_COLOR", "1")
+                .env("HOME", std::env::temp_dir())
+                .envs(&self.env)
+                .arg("--config")
+                .arg(&self.instance.config)
+                .args(&self.args)
+                .current_dir(self.instance.directory())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            if self.yes {
+                command.arg("--yes");
+            }
+            command.spawn().expect("the binary starts")
+        }
+
         pub fn run(self) -> Outcome {
             let mut command = super::stackwright();
             command

@@ -9,3 +9,4 @@ mod provision;
 mod release;
 mod render;
 mod replayed;
+mod state;
