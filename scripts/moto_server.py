@@ -1,4 +1,4 @@
-"""The moto server the tests and the demo run, with two fixes for gaps of moto 5.2.5.
+"""The moto server the tests and the demo run, with three fixes for gaps of moto 5.2.5.
 
 1. moto executes a change set by updating the stack's resources, but never recomputes the
    stack's outputs or records the change set's parameters and tags on the stack: a stack created
@@ -9,13 +9,21 @@
    AWS describes it as the comma-separated string it was given. Stackwright compares deployed
    parameters with the ones it would send to tell an unchanged stack.
 
+3. moto serves requests on several threads, and its DynamoDB conditional writes check and then
+   write without holding a lock: under load, concurrent conditional updates of one item can all
+   pass their condition. DynamoDB applies each conditional write atomically, and Stackwright's
+   lock depends on that, so writes to the emulated tables are serialized here.
+
 The fixes are applied here, at start-up, rather than by working around them in the installer;
 docs/testing.md lists them with the emulator's other gaps.
 """
 
+import functools
 import sys
+import threading
 
 from moto.cloudformation import models
+from moto.dynamodb.models import DynamoDBBackend
 from moto.server import main
 
 _apply = models.ChangeSet.apply
@@ -48,6 +56,21 @@ def _parameter_list_as_given(self: models.Stack) -> list:
 
 
 models.Stack.parameter_list = property(_parameter_list_as_given)
+
+_dynamodb_writes = threading.RLock()
+
+
+def _atomic(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _dynamodb_writes:
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+for _name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+    setattr(DynamoDBBackend, _name, _atomic(getattr(DynamoDBBackend, _name)))
 
 if __name__ == "__main__":
     sys.exit(main())
