@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::ConfigError;
+use crate::control_plane::ControlPlaneError;
 use crate::provision::{DeployError, ProvisionError};
 use crate::release::ManifestError;
 use crate::render::RenderError;
@@ -59,6 +60,8 @@ pub enum Error {
     Aws(#[from] DeployError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
     #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
@@ -88,6 +91,7 @@ impl Error {
             Error::Provision(error) => error.hint(),
             Error::Aws(error) => error.hint(),
             Error::State(error) => error.hint(),
+            Error::ControlPlane(error) => error.hint(),
             Error::Write { .. } => Some("check that the directory exists and is writable".into()),
             Error::Usage { hint, .. } => Some(hint.clone()),
             Error::Unconfirmed { .. } => Some("run it from a terminal, or pass --yes to go ahead without asking".into()),

@@ -5,6 +5,7 @@ pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control_plane;
 pub mod error;
 pub mod network;
 pub mod output;
