@@ -54,6 +54,9 @@ pub struct GlobalArgs {
     /// The AWS region, overriding the configuration's `instance.region`.
     #[arg(long, global = true, env = "STACKWRIGHT_REGION")]
     pub region: Option<String>,
+    /// The control plane's URL, overriding the configuration's `control_plane.url`.
+    #[arg(long, global = true, value_name = "URL", env = "STACKWRIGHT_CONTROL_PLANE_URL")]
+    pub control_plane_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -20,6 +20,8 @@ pub struct GlobalSettings {
     pub no_progress: bool,
     pub profile: Option<String>,
     pub region: Option<String>,
+    /// Overrides `control_plane.url` (`--control-plane-url`, `STACKWRIGHT_CONTROL_PLANE_URL`).
+    pub control_plane_url: Option<String>,
 }
 
 impl GlobalSettings {
@@ -38,6 +40,7 @@ impl GlobalSettings {
             no_progress: args.no_progress,
             profile: args.profile.clone(),
             region: args.region.clone(),
+            control_plane_url: args.control_plane_url.clone(),
         }
     }
 
@@ -66,14 +69,22 @@ impl GlobalSettings {
     /// validated again afterwards so that an override cannot smuggle in a bad value.
     pub fn load_config(&self) -> Result<ConfigFile, ConfigError> {
         let mut config = ConfigFile::load(&self.config_path)?;
-        if let Some(region) = &self.region {
-            config.instance.region = region.clone();
+        if let Some(url) = &self.control_plane_url {
+            config.control_plane.url = url.clone();
+        }
+        if self.region.is_some() || self.control_plane_url.is_some() {
+            if let Some(region) = &self.region {
+                config.instance.region = region.clone();
+            }
             let problems: Vec<Problem> = config
                 .problems()
                 .into_iter()
                 .map(|mut problem| {
-                    if problem.key == "instance.region" {
+                    if problem.key == "instance.region" && self.region.is_some() {
                         problem.key = "--region".into();
+                    }
+                    if problem.key == "control_plane.url" && self.control_plane_url.is_some() {
+                        problem.key = "--control-plane-url".into();
                     }
                     problem
                 })

@@ -207,9 +207,9 @@ pub struct HeartbeatReceipt {
     pub received_at: Timestamp,
 }
 
-/// `GET /v1/instances/{id}/updates?channel=…&installed_version=…`.
+/// `GET /v1/instances/{id}/updates?channel=…&installed_version=…`. Unknown parameters are
+/// ignored, so that a newer installer can ask an older server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UpdateQuery {
     pub channel: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

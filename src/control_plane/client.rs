@@ -186,7 +186,7 @@ pub struct HttpControlPlane {
 
 /// Whether a call may be sent again after a failure that may have reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Repeat {
+pub(super) enum Repeat {
     /// Only when the request cannot have been processed (no connection, 429, 503).
     IfNotProcessed,
     /// Whenever the failure is transient.
@@ -216,7 +216,7 @@ impl HttpControlPlane {
         &self.settings.base_url
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.settings.base_url.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -228,7 +228,11 @@ impl HttpControlPlane {
         self.url(&["v1", "instances", instance_id, last])
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         repeat: Repeat,

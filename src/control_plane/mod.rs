@@ -4,7 +4,13 @@
 //! implements the API for development, tests and demos.
 
 pub mod api;
+pub mod catalog;
 pub mod client;
+pub mod operator;
+pub mod server;
+pub mod store;
+pub mod tokens;
+pub mod wave;
 
 pub use api::{
     Heartbeat, HeartbeatReceipt, InstanceCredentials, IssuedToken, LastOperation, LockStatus,
