@@ -94,6 +94,11 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Past operations: when, who, what, from and to which release, result and duration.
     History,
+    /// Check signed releases.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -167,4 +172,28 @@ pub struct RequirementsArgs {
     /// The mode to describe; defaults to the configuration's.
     #[arg(long, value_enum)]
     pub mode: Option<NetworkMode>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Verify a signed release repository as an install would (signatures, expiry, rollback,
+    /// key rotation) and print what was verified or why it was refused.
+    Verify(ReleaseVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseVerifyArgs {
+    /// The release repository: a directory holding metadata/ and targets/, or an http:// URL
+    /// on a loopback address.
+    #[arg(long, value_name = "PATH|URL", env = "STACKWRIGHT_RELEASE_REPOSITORY")]
+    pub repository: String,
+    /// The release to verify; the newest the repository lists by default.
+    #[arg(long, value_name = "VERSION")]
+    pub release: Option<semver::Version>,
+    /// The release already installed: anything older is refused as a rollback.
+    #[arg(long, value_name = "VERSION")]
+    pub installed: Option<semver::Version>,
+    /// The root metadata to trust instead of the one built in (development and tests).
+    #[arg(long, value_name = "PATH", env = "STACKWRIGHT_TRUSTED_ROOT")]
+    pub trusted_root: Option<PathBuf>,
 }

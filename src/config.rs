@@ -35,6 +35,8 @@ pub struct ConfigFile {
     pub control_plane: ControlPlaneConfig,
     #[serde(default)]
     pub release: ReleaseConfig,
+    #[serde(default)]
+    pub upgrade: UpgradeConfig,
     /// OIDC federation from workspaces into this AWS account (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityConfig>,
@@ -97,6 +99,11 @@ pub struct NetworkConfig {
 pub struct ControlPlaneConfig {
     /// HTTPS address of the control plane (plain HTTP is accepted only for loopback addresses).
     pub url: String,
+    /// File holding the one-time registration token the vendor issued, relative to this file;
+    /// keep it readable by its owner only. Used once, by the first install; the token never goes
+    /// into this file.
+    #[serde(default = "default_registration_token_file")]
+    pub registration_token_file: PathBuf,
 }
 
 /// Which releases this instance follows.
@@ -106,14 +113,66 @@ pub struct ReleaseConfig {
     /// Release channel, for example `stable` or `beta`.
     #[serde(default = "default_channel")]
     pub channel: String,
+    /// Never upgrade past this version (unattended or not) until the pin is moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub pin: Option<semver::Version>,
 }
 
 impl Default for ReleaseConfig {
     fn default() -> Self {
         Self {
             channel: default_channel(),
+            pin: None,
         }
     }
+}
+
+/// How the scheduled upgrade job behaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeConfig {
+    /// Weekly hours in UTC when an unattended upgrade may start, such as `sat,sun 02:00-05:00`;
+    /// urgent releases do not wait for it. Without it, upgrades start whenever the job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window: Option<String>,
+    /// How often the updater job runs in the account, as an EventBridge schedule expression.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// Which changes the unattended job applies by itself: `safe` (no replacement or deletion of
+    /// stateful resources, no broader IAM permissions) or `none` (every upgrade waits for a person).
+    #[serde(default)]
+    pub auto_approve: AutoApprove,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        Self {
+            maintenance_window: None,
+            schedule: default_schedule(),
+            auto_approve: AutoApprove::default(),
+        }
+    }
+}
+
+impl UpgradeConfig {
+    /// The parsed window; `problems` has already refused a malformed one.
+    pub fn window(&self) -> Option<crate::upgrade::MaintenanceWindow> {
+        self.maintenance_window
+            .as_deref()
+            .and_then(|text| text.parse().ok())
+    }
+}
+
+/// Which upgrades the unattended job may apply without a person.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoApprove {
+    /// Changes that neither replace nor delete stateful resources nor broaden IAM permissions.
+    #[default]
+    Safe,
+    /// Nothing: every upgrade is parked for a person to run `stackwright upgrade`.
+    None,
 }
 
 /// OIDC federation: workspaces exchange the instance's identity tokens for an AWS role.
@@ -158,6 +217,12 @@ fn default_vpc_cidr() -> Ipv4Net {
 }
 fn default_availability_zones() -> u8 {
     3
+}
+fn default_registration_token_file() -> PathBuf {
+    PathBuf::from("stackwright.token")
+}
+fn default_schedule() -> String {
+    "rate(1 hour)".to_owned()
 }
 fn default_channel() -> String {
     "stable".to_owned()
@@ -396,6 +461,34 @@ impl ConfigFile {
             check_control_plane_url(&self.control_plane.url),
         );
         check("release.channel", check_channel(&self.release.channel));
+        if let Some(window) = &self.upgrade.maintenance_window {
+            check(
+                "upgrade.maintenance_window",
+                window
+                    .parse::<crate::upgrade::MaintenanceWindow>()
+                    .map(drop)
+                    .map_err(|error| {
+                        (
+                            error.to_string(),
+                            crate::upgrade::WindowError::HINT.to_owned(),
+                        )
+                    }),
+            );
+        }
+        check("upgrade.schedule", check_schedule(&self.upgrade.schedule));
+        check(
+            "control_plane.registration_token_file",
+            if self
+                .control_plane
+                .registration_token_file
+                .as_os_str()
+                .is_empty()
+            {
+                fail("is empty", "name a file, such as \"stackwright.token\"")
+            } else {
+                Ok(())
+            },
+        );
         if let Some(identity) = &self.identity {
             if identity.subject_patterns.is_empty() {
                 check(
@@ -698,6 +791,28 @@ pub fn is_loopback_host(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|address| address.is_loopback())
+}
+
+fn check_schedule(schedule: &str) -> Check {
+    let hint =
+        "use an EventBridge schedule expression, such as \"rate(1 hour)\" or \"cron(0 3 * * ? *)\"";
+    let rate = schedule
+        .strip_prefix("rate(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|inner| inner.split_once(' '))
+        .is_some_and(|(value, unit)| {
+            value.parse::<u32>().is_ok_and(|value| value > 0)
+                && ["minute", "minutes", "hour", "hours", "day", "days"].contains(&unit)
+        });
+    let cron = schedule
+        .strip_prefix("cron(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .is_some_and(|inner| inner.split_whitespace().count() == 6);
+    if rate || cron {
+        Ok(())
+    } else {
+        fail(format!("\"{schedule}\" is not a schedule expression"), hint)
+    }
 }
 
 fn check_channel(channel: &str) -> Check {

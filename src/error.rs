@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::config::ConfigError;
 use crate::control_plane::ControlPlaneError;
 use crate::provision::{DeployError, ProvisionError};
-use crate::release::ManifestError;
+use crate::release::{ManifestError, TrustError};
 use crate::render::RenderError;
 use crate::state::StateError;
 
@@ -61,6 +61,14 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("cannot read the trusted root {}", path.display())]
+    TrustedRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
     #[error("cannot write {}", path.display())]
     Write {
@@ -91,6 +99,8 @@ impl Error {
             Error::Provision(error) => error.hint(),
             Error::Aws(error) => error.hint(),
             Error::State(error) => error.hint(),
+            Error::Trust(error) => error.hint(),
+            Error::TrustedRoot { .. } => Some("unset STACKWRIGHT_TRUSTED_ROOT (or drop --trusted-root) to use the root built into stackwright, or point it at the vendor's root.json".into()),
             Error::ControlPlane(error) => error.hint(),
             Error::Write { .. } => Some("check that the directory exists and is writable".into()),
             Error::Usage { hint, .. } => Some(hint.clone()),

@@ -15,3 +15,4 @@ pub mod render;
 pub mod settings;
 pub mod stacks;
 pub mod state;
+pub mod upgrade;

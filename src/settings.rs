@@ -44,6 +44,18 @@ impl GlobalSettings {
         }
     }
 
+    /// The root metadata to trust: the file `path` (or `STACKWRIGHT_TRUSTED_ROOT`) names, else
+    /// the root built into this installer.
+    pub fn trusted_root(&self, path: Option<&std::path::Path>) -> Result<Vec<u8>, Error> {
+        let from_environment = std::env::var_os("STACKWRIGHT_TRUSTED_ROOT").map(PathBuf::from);
+        match path.map(std::path::Path::to_path_buf).or(from_environment) {
+            Some(path) => {
+                std::fs::read(&path).map_err(|source| Error::TrustedRoot { path, source })
+            }
+            None => Ok(crate::release::trust::EMBEDDED_ROOT.to_vec()),
+        }
+    }
+
     /// The lock's lease (60 s, or `STACKWRIGHT_LOCK_LEASE_SECONDS`, which tests shorten) and
     /// how long to wait for a held lock.
     pub fn lock_settings(&self, wait_seconds: u64) -> Result<LockSettings, Error> {

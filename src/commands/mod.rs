@@ -4,11 +4,12 @@
 mod config;
 mod deploy;
 mod network;
+mod release;
 mod render;
 mod reporter;
 mod state;
 
-use crate::cli::{Cli, Command, ConfigCommand, NetworkCommand};
+use crate::cli::{Cli, Command, ConfigCommand, NetworkCommand, ReleaseCommand};
 use crate::error::{Error, ExitStatus};
 use crate::settings::GlobalSettings;
 
@@ -33,6 +34,9 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Teardown(args) => deploy::teardown(&settings, &printer, &args),
         Command::Unlock(args) => state::unlock(&settings, &printer, &args),
         Command::History => state::history(&settings, &printer),
+        Command::Release {
+            command: ReleaseCommand::Verify(args),
+        } => release::verify(&settings, &printer, &args),
     };
     match result {
         Ok(status) => status,

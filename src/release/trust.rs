@@ -42,6 +42,12 @@ use url::Url;
 
 use super::{ManifestError, ReleaseManifest};
 
+/// The root metadata this build trusts before it has seen any repository: the development root
+/// in `manifests/dev-keys/`, whose keys are public. A build for customers embeds the vendor's
+/// production root here instead; `STACKWRIGHT_TRUSTED_ROOT` (or `--trusted-root`) names
+/// another file for development and tests.
+pub const EMBEDDED_ROOT: &[u8] = include_bytes!("../../manifests/dev-keys/root.json");
+
 /// Release manifests are published as targets named `releases/<version>.json`.
 pub const RELEASE_TARGET_PREFIX: &str = "releases/";
 

@@ -624,3 +624,122 @@ async fn a_missing_release_and_a_broken_trusted_root_are_named() {
         "{error}"
     );
 }
+
+/// `stackwright release verify` as a user runs it: the example repository verifies with the
+/// root built into the binary, and a tampered copy is refused with the reason and a hint.
+#[test]
+fn release_verify_prints_what_was_verified_or_why_it_was_refused() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let repository = Path::new(REPOSITORY).join("manifests/repository");
+    let (code, stdout, stderr) = crate::common::run(
+        crate::common::stackwright()
+            .args(["release", "verify", "--repository"])
+            .arg(&repository),
+        directory.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(
+            "verified release 1.1.0 (stable channel) from [REPOSITORY]/manifests/repository\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("signatures meet every role's threshold"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("available  1.0.0, 1.1.0"), "{stdout}");
+
+    let (code, stdout, _) = crate::common::run(
+        crate::common::stackwright()
+            .args([
+                "--output",
+                "json",
+                "release",
+                "verify",
+                "--release",
+                "1.0.0",
+                "--repository",
+            ])
+            .arg(&repository),
+        directory.path(),
+    );
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(json["manifest"]["version"], "1.0.0");
+    assert_eq!(json["target"], "releases/1.0.0.json");
+
+    // Installed 1.1.0 already: 1.0.0 is a rollback.
+    let (code, _, stderr) = crate::common::run(
+        crate::common::stackwright()
+            .args([
+                "release",
+                "verify",
+                "--release",
+                "1.0.0",
+                "--installed",
+                "1.1.0",
+                "--repository",
+            ])
+            .arg(&repository),
+        directory.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("error: release 1.0.0 is older than release 1.1.0, which is already trusted here: refusing to roll back"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: an older release can only be installed"),
+        "{stderr}"
+    );
+
+    // A copy whose manifest was altered after signing.
+    let copy = directory.path().join("copy");
+    copy_tree(&repository, &copy);
+    let manifest = walk(&copy.join("targets"))
+        .into_iter()
+        .find(|file| file.ends_with("1.1.0.json"))
+        .expect("the signed 1.1.0 manifest");
+    let text = std::fs::read_to_string(&manifest).expect("the target");
+    std::fs::write(
+        &manifest,
+        text.replacen("\"desired_count\": 2", "\"desired_count\": 9", 1),
+    )
+    .expect("tamper");
+    let (code, stdout, stderr) = crate::common::run(
+        crate::common::stackwright()
+            .args(["release", "verify", "--repository"])
+            .arg(&copy),
+        directory.path(),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("error: the release manifest releases/1.1.0.json was tampered with"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: do not install from this repository"),
+        "{stderr}"
+    );
+
+    // A trusted root that cannot be read is named, not silently replaced by the built-in one.
+    let (code, _, stderr) = crate::common::run(
+        crate::common::stackwright()
+            .args([
+                "release",
+                "verify",
+                "--trusted-root",
+                "missing-root.json",
+                "--repository",
+            ])
+            .arg(&repository),
+        directory.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("error: cannot read the trusted root missing-root.json"),
+        "{stderr}"
+    );
+}
