@@ -215,7 +215,14 @@ impl TokenAuthority {
 
     fn verify_signature(&self, token: &str) -> Result<Identity, TokenRefusal> {
         let data = jsonwebtoken::decode::<TokenClaims>(token, &self.decoding, &self.validation)
-            .map_err(|error| refusal(error.kind()))?;
+            .map_err(|error| match header_algorithm(token) {
+                // An unsigned (`alg: none`) or otherwise signed token is a forgery, not a typo.
+                Some(algorithm) if algorithm != "EdDSA" => TokenRefusal::new(
+                    "token_signature_invalid",
+                    format!("the token is signed with \"{algorithm}\", and only EdDSA signatures by this control plane are accepted"),
+                ),
+                _ => refusal(error.kind()),
+            })?;
         let claims = data.claims;
         if claims.principal_type != INSTANCE_PRINCIPAL
             || claims.sub != format!("{INSTANCE_PRINCIPAL}:{}", claims.instance_id)
@@ -246,6 +253,18 @@ impl TokenAuthority {
         }
         verified.insert(key, identity);
     }
+}
+
+/// The `alg` a token's header names, if the header can be read at all.
+fn header_algorithm(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let algorithm = value.get("alg")?.as_str()?;
+    Some(algorithm.chars().take(16).collect())
 }
 
 fn refusal(kind: &ErrorKind) -> TokenRefusal {

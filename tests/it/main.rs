@@ -2,6 +2,7 @@
 
 mod common;
 mod config;
+mod control_plane;
 mod lint;
 mod network;
 mod properties;
