@@ -23,7 +23,7 @@ env_file="$state/env.sh"
 # Seconds a service may take to answer its readiness URL after it starts.
 ready_timeout="${DEV_ENV_READY_TIMEOUT:-30}"
 # Start order; `down` stops them in reverse.
-SERVICES=(moto)
+SERVICES=(moto control-plane)
 
 say() { echo "dev-env: $*"; }
 err() { echo "dev-env: $*" >&2; }
@@ -263,6 +263,33 @@ export AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 export STACKWRIGHT_MOTO_URL=$url
+EOF
+}
+
+# --- control-plane: the reference control plane ---------------------------------------------
+# Built from this repository (cargo reuses the test build), serving the releases and the signed
+# repository in manifests/. Its database, signing key and admin credential (mode 0600) live in
+# target/dev-env/control-plane/; the credential is new at every start.
+
+start_control-plane() {
+  local port dir
+  port=$(free_port "${1:-}")
+  dir="$state/control-plane"
+  mkdir -p "$dir"
+  if ! cargo build --quiet --all-features --bin stackwright-control-plane; then
+    err "control-plane: cannot build stackwright-control-plane"
+    return 1
+  fi
+  start_service control-plane "$port" "http://127.0.0.1:$port/healthz" \
+    "$root/target/debug/stackwright-control-plane" serve --listen "127.0.0.1:$port" \
+    --releases "$root/manifests" --database "$dir/control-plane.sqlite" || return 1
+  say "control-plane: started on http://127.0.0.1:$port (pid $(<"$(pid_file control-plane)"), ready in $svc_started_in)"
+}
+
+env_control-plane() {
+  cat <<EOF
+export STACKWRIGHT_CONTROL_PLANE_URL=http://127.0.0.1:$1/
+export STACKWRIGHT_CONTROL_PLANE_ADMIN_TOKEN_FILE=$state/control-plane/admin-token
 EOF
 }
 
