@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local services the tests and the demo run against, started in the background on free
-# ports of 127.0.0.1 and nothing else. Today that is moto, the AWS emulator.
+# ports of 127.0.0.1 and nothing else: moto, the AWS emulator, and two Docker Distribution
+# registries (the vendor's and the customer's, with htpasswd logins).
 #
 #   scripts/dev-env.sh up       install the tools if needed (scripts/dev-tools.sh), start what is
 #                               not running, write target/dev-env/env.sh; safe to run again
@@ -8,6 +9,7 @@
 #   scripts/dev-env.sh status   print what runs; exit 0 if everything runs, 3 if not
 #   scripts/dev-env.sh env      print the path of env.sh: source "$(scripts/dev-env.sh env)"
 #   scripts/dev-env.sh reset    forget everything moto holds (POST /moto-api/reset)
+#   scripts/dev-env.sh seed     push the example releases' images to the vendor registry
 #
 # State lives in target/dev-env/: NAME.pid, NAME.log and NAME.info (port, readiness URL, and
 # the program name used to make sure a PID still belongs to the service) for each service.
@@ -23,7 +25,7 @@ env_file="$state/env.sh"
 # Seconds a service may take to answer its readiness URL after it starts.
 ready_timeout="${DEV_ENV_READY_TIMEOUT:-30}"
 # Start order; `down` stops them in reverse.
-SERVICES=(moto control-plane)
+SERVICES=(moto vendor-registry customer-registry control-plane)
 
 say() { echo "dev-env: $*"; }
 err() { echo "dev-env: $*" >&2; }
@@ -266,6 +268,87 @@ export STACKWRIGHT_MOTO_URL=$url
 EOF
 }
 
+# --- registries: Docker Distribution with htpasswd auth --------------------------------------
+# vendor-registry stands in for the vendor's source ECR, customer-registry for the customer's.
+# Each keeps its configuration, storage and generated password in target/dev-env/NAME/;
+# target/dev-env/registry-auth.json (mode 0600) holds both logins as a docker-style auth file.
+
+registry_user=stackwright
+
+start_registry() { # NAME [PREVIOUS_PORT]
+  local name=$1 port dir
+  port=$(free_port "${2:-}")
+  dir="$state/$name"
+  mkdir -p "$dir/storage"
+  if [ ! -s "$dir/password" ]; then
+    (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/password")
+  fi
+  # The password goes through stdin, never a command line; cost 4 keeps each request's bcrypt
+  # check cheap (these are throwaway local logins).
+  htpasswd -iBn -C 4 "$registry_user" <"$dir/password" >"$dir/htpasswd" 2>/dev/null
+  (
+    umask 077
+    cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+  secret: $(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')
+auth:
+  htpasswd:
+    realm: stackwright-dev
+    path: $dir/htpasswd
+EOF
+  )
+  start_service "$name" "$port" "http://127.0.0.1:$port/" docker-registry serve "$dir/config.yml" || return 1
+  say "$name: started on http://127.0.0.1:$port (pid $(<"$(pid_file "$name")"), ready in $svc_started_in)"
+}
+
+start_vendor-registry() { start_registry vendor-registry "${1:-}"; }
+start_customer-registry() { start_registry customer-registry "${1:-}"; }
+
+# The auth file with every running registry's login, written whole each time.
+write_registry_auth() {
+  local file="$state/registry-auth.json" name entries="" auth
+  for name in vendor-registry customer-registry; do
+    read_info "$name" && [ -s "$state/$name/password" ] || continue
+    auth=$(printf '%s:%s' "$registry_user" "$(<"$state/$name/password")" | base64 -w0)
+    entries="$entries${entries:+,}\"127.0.0.1:$svc_port\":{\"auth\":\"$auth\"}"
+  done
+  (umask 077 && echo "{\"auths\":{$entries}}" >"$file.tmp")
+  chmod 600 "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+
+env_vendor-registry() {
+  write_registry_auth
+  cat <<EOF
+export REGISTRY_AUTH_FILE=$state/registry-auth.json
+export STACKWRIGHT_VENDOR_REGISTRY=127.0.0.1:$1
+export STACKWRIGHT_VENDOR_REGISTRY_STORAGE=$state/vendor-registry/storage
+EOF
+}
+
+env_customer-registry() {
+  local port=$1 vendor_port=""
+  read_info vendor-registry && vendor_port=$svc_port
+  write_registry_auth
+  # The example releases name the vendor's ECR; moto's account is 123456789012.
+  cat <<EOF
+export STACKWRIGHT_CUSTOMER_REGISTRY=127.0.0.1:$port
+export STACKWRIGHT_CUSTOMER_REGISTRY_STORAGE=$state/customer-registry/storage
+export STACKWRIGHT_REGISTRY_OVERRIDES=111122223333.dkr.ecr.us-east-1.amazonaws.com=http://127.0.0.1:$vendor_port,123456789012.dkr.ecr.us-east-1.amazonaws.com=http://127.0.0.1:$port
+EOF
+}
+
 # --- control-plane: the reference control plane ---------------------------------------------
 # Built from this repository (cargo reuses the test build), serving the releases and the signed
 # repository in manifests/. Its database, signing key and admin credential (mode 0600) live in
@@ -305,6 +388,10 @@ write_env() {
         "env_$name" "$svc_port"
       fi
     done
+    # Preflight dials loopback addresses only: a destination with no local stand-in (an
+    # override in STACKWRIGHT_DIAL_OVERRIDES, or AWS_ENDPOINT_URL for AWS) is reported as
+    # skipped, never dialled.
+    echo "export STACKWRIGHT_DIAL_ONLY_LOOPBACK=1"
   } >"$tmp"
   mv "$tmp" "$env_file"
 }
@@ -414,6 +501,19 @@ print(acm.request_certificate(DomainName=domain, SubjectAlternativeNames=["*." +
 ' "http://127.0.0.1:$svc_port" "$domain" "${AWS_REGION:-us-east-1}"
 }
 
+# Pushes the example releases' images (manifests/releases/*.json pin their digests) to the
+# vendor registry, where `stackwright mirror --release` finds them through the overrides.
+cmd_seed() {
+  if ! running vendor-registry; then
+    err "vendor-registry is not running: run scripts/dev-env.sh up"
+    return 3
+  fi
+  local port=$svc_port
+  cargo build --quiet --bin stackwright-release
+  REGISTRY_AUTH_FILE="$state/registry-auth.json" target/debug/stackwright-release images \
+    --push-to "127.0.0.1:$port" --plain-http
+}
+
 usage() {
   sed -n '2,/^# State lives/{/^# State lives/d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}" >&2
   exit 2
@@ -426,5 +526,6 @@ case "${1:-}" in
   env) cmd_env ;;
   reset) cmd_reset ;;
   certificate) cmd_certificate "${2:-}" ;;
+  seed) cmd_seed ;;
   *) usage ;;
 esac

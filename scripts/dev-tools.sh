@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the tests and the demo need, each only if missing or out of date:
 # the Python tools pinned in scripts/python-requirements.txt into .venv (ignored by git),
-# and cargo-nextest. Safe to run again; prints what it does.
+# cargo-nextest, and the Debian packages for the local registries and the mirror benchmark.
+# Safe to run again; prints what it does.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -38,4 +39,19 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "dev-tools: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+
+# Docker Distribution (the local registries), htpasswd for their logins, skopeo and GNU time
+# (the mirror benchmark's peer and its memory figures). apt only when one is missing.
+missing=()
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "dev-tools: installing ${missing[*]} (Debian packages)"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo -n)
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
 fi

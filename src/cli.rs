@@ -99,6 +99,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ReleaseCommand,
     },
+    /// Copy a release's images into the instance's ECR repositories (created if missing), or a
+    /// list of images from one registry to another as `skopeo sync` does. By digest, resumable:
+    /// a second run copies only what is missing.
+    Mirror(MirrorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -196,4 +200,35 @@ pub struct ReleaseVerifyArgs {
     /// The root metadata to trust instead of the one built in (development and tests).
     #[arg(long, value_name = "PATH", env = "STACKWRIGHT_TRUSTED_ROOT")]
     pub trusted_root: Option<PathBuf>,
+}
+
+/// Either `--release` (into the instance's ECR repositories, tagged with the release's version)
+/// or `--images` with `--from` and `--to`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// The release whose images to copy: a manifest's path, or a version verified from the
+    /// release repository that STACKWRIGHT_RELEASE_REPOSITORY names.
+    #[arg(
+        long,
+        value_name = "PATH|VERSION",
+        required_unless_present = "images",
+        conflicts_with = "images"
+    )]
+    pub release: Option<String>,
+    /// A file listing the images to copy, one `repository:tag` or `repository@sha256:<digest>`
+    /// per line (# starts a comment).
+    #[arg(long, value_name = "FILE", requires_all = ["from", "to"])]
+    pub images: Option<PathBuf>,
+    /// The registry to copy the listed images from.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "images")]
+    pub from: Option<String>,
+    /// The registry to copy them to; repository paths are kept under PREFIX.
+    #[arg(long, value_name = "HOST[:PORT][/PREFIX]", requires = "images")]
+    pub to: Option<String>,
+    /// Speak plain HTTP, without TLS, to registries (local registries only).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Blobs transferred, and images worked on, at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::config::ConfigError;
 use crate::control_plane::ControlPlaneError;
+use crate::mirror::MirrorError;
 use crate::provision::{DeployError, ProvisionError};
 use crate::release::{ManifestError, TrustError};
 use crate::render::RenderError;
@@ -61,6 +62,8 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error(transparent)]
     Trust(#[from] TrustError),
     #[error("cannot read the trusted root {}", path.display())]
     TrustedRoot {
@@ -99,6 +102,7 @@ impl Error {
             Error::Provision(error) => error.hint(),
             Error::Aws(error) => error.hint(),
             Error::State(error) => error.hint(),
+            Error::Mirror(error) => error.hint(),
             Error::Trust(error) => error.hint(),
             Error::TrustedRoot { .. } => Some("unset STACKWRIGHT_TRUSTED_ROOT (or drop --trusted-root) to use the root built into stackwright, or point it at the vendor's root.json".into()),
             Error::ControlPlane(error) => error.hint(),

@@ -1,13 +1,16 @@
 //! `stackwright-release`: the vendor's side of signed releases, for development and tests.
-//! Generates keys, builds and re-signs a release repository, rotates keys, and verifies a
-//! repository as an installer would. The work is in `stackwright::release::signing` and
+//! Generates keys, builds and re-signs a release repository, rotates keys, verifies a
+//! repository as an installer would, and pushes the deterministic images the example releases
+//! (and the mirror benchmark) pin. The work is in `stackwright::release::signing` and
 //! `stackwright::release::trust`; this file parses and prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
 use semver::Version;
+use stackwright::mirror::{OciRegistry, RegistryEndpoint, RegistryOverrides, synthetic};
 use stackwright::release::signing::{self, SigningError};
 use stackwright::release::{ReleaseSelection, RepositorySource, TrustError};
 
@@ -60,6 +63,57 @@ enum Command {
         #[arg(long, default_value = "730d")]
         expires: String,
     },
+    /// Build the example releases' deterministic images and push them; prints their digests
+    Images {
+        /// The registry to push to, HOST:PORT (credentials from the docker-style auth file)
+        #[arg(long)]
+        push_to: String,
+        /// Speak plain HTTP (a local registry without TLS)
+        #[arg(long)]
+        plain_http: bool,
+        /// The repository prefix the release manifests name
+        #[arg(long, default_value = "stackwright")]
+        prefix: String,
+        /// The example releases to build (default: 1.0.0 and 1.1.0)
+        #[arg(long = "release")]
+        releases: Vec<String>,
+    },
+    /// Push a synthetic release for the mirror benchmark: IMAGES images sharing base layers,
+    /// seeded pseudo-random data; writes the image list for `stackwright mirror --images`
+    Synthetic {
+        /// The registry to push to, HOST:PORT
+        #[arg(long)]
+        push_to: String,
+        #[arg(long)]
+        plain_http: bool,
+        /// Repository prefix
+        #[arg(long, default_value = "bench")]
+        prefix: String,
+        /// How many images
+        #[arg(long, default_value_t = 12)]
+        images: usize,
+        /// The release's tag
+        #[arg(long, default_value = "1")]
+        tag: String,
+        /// Sizes of the base layers every image shares, in MiB
+        #[arg(long, value_delimiter = ',', default_value = "64,32,16")]
+        base_mib: Vec<u64>,
+        /// Sizes of each image's own layers, in MiB
+        #[arg(long, value_delimiter = ',', default_value = "12,4")]
+        own_mib: Vec<u64>,
+        /// Every Nth image gets new own layers (an incremental release); 0 for none
+        #[arg(long, default_value_t = 0)]
+        change_every: usize,
+        /// The generation of changed layers (1 for the first release)
+        #[arg(long, default_value_t = 1)]
+        generation: u64,
+        /// Data seed
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Write `repository:tag` lines here
+        #[arg(long)]
+        list: Option<PathBuf>,
+    },
     /// Verify a repository as an installer would, and print what was verified
     Verify {
         /// A directory, or an http:// URL on 127.0.0.1
@@ -85,6 +139,16 @@ enum Failure {
     Trust(#[from] TrustError),
     #[error("cannot read the trusted root {}", path.display())]
     Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Mirror(#[from] stackwright::mirror::MirrorError),
+    #[error(transparent)]
+    Registry(#[from] stackwright::mirror::RegistryError),
+    #[error("cannot write {}", path.display())]
+    Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -151,6 +215,102 @@ fn run(args: ReleaseArgs) -> Result<String, Failure> {
                     signing::rotate_keys(&keys, &new_keys, &repository, expires).await?;
                 format!("{keys}{repository}")
             }
+            Command::Images {
+                push_to,
+                plain_http,
+                prefix,
+                releases,
+            } => {
+                let registry = registry(&push_to, plain_http)?;
+                let releases = if releases.is_empty() {
+                    vec!["1.0.0".to_owned(), "1.1.0".to_owned()]
+                } else {
+                    releases
+                };
+                let mut output = String::new();
+                for version in releases {
+                    for image in synthetic::example_release(&version, &prefix) {
+                        let digest = synthetic::push(&registry, &image).await?;
+                        let tag = image.tag.as_deref().unwrap_or_default();
+                        output.push_str(&format!("{}:{tag} {digest}\n", image.repository));
+                    }
+                }
+                output
+            }
+            Command::Synthetic {
+                push_to,
+                plain_http,
+                prefix,
+                images,
+                tag,
+                base_mib,
+                own_mib,
+                change_every,
+                generation,
+                seed,
+                list,
+            } => {
+                let registry = registry(&push_to, plain_http)?;
+                const MIB: u64 = 1024 * 1024;
+                let base: Vec<synthetic::Layer> = base_mib
+                    .iter()
+                    .enumerate()
+                    .map(|(index, mib)| {
+                        synthetic::Layer::new(seed ^ (index as u64 + 1) << 32, mib * MIB)
+                    })
+                    .collect();
+                let mut lines = String::new();
+                let mut output = String::new();
+                let pushes = (0..images).map(|number| {
+                    let changed = change_every > 0 && number % change_every == 0;
+                    let layer_generation = if changed { generation } else { 1 };
+                    let mut layers = base.clone();
+                    for (index, mib) in own_mib.iter().enumerate() {
+                        let layer_seed = synthetic::seed_of(&format!(
+                            "{seed}-{number}-{index}-{layer_generation}"
+                        ));
+                        layers.push(synthetic::Layer::new(layer_seed, mib * MIB));
+                    }
+                    synthetic::SyntheticImage {
+                        repository: format!("{prefix}/image-{number:02}"),
+                        tag: Some(tag.clone()),
+                        platforms: vec![synthetic::PlatformImage {
+                            os: "linux".into(),
+                            architecture: "amd64".into(),
+                            layers,
+                            labels: vec![("number".into(), number.to_string())],
+                        }],
+                    }
+                });
+                let results: Vec<Result<(String, String), stackwright::mirror::RegistryError>> =
+                    futures_util::stream::iter(pushes)
+                        .map(|image| {
+                            let registry = &registry;
+                            async move {
+                                let digest = synthetic::push(registry, &image).await?;
+                                Ok((image.repository, digest))
+                            }
+                        })
+                        .buffered(4)
+                        .collect()
+                        .await;
+                let relative = |repository: &str| {
+                    repository
+                        .strip_prefix(&format!("{prefix}/"))
+                        .unwrap_or(repository)
+                        .to_owned()
+                };
+                for result in results {
+                    let (repository, digest) = result?;
+                    lines.push_str(&format!("{}:{tag}\n", relative(&repository)));
+                    output.push_str(&format!("{repository}:{tag} {digest}\n"));
+                }
+                if let Some(path) = list {
+                    std::fs::write(&path, lines)
+                        .map_err(|source| Failure::Write { path, source })?;
+                }
+                output
+            }
             Command::Verify {
                 repository,
                 root,
@@ -175,4 +335,11 @@ fn run(args: ReleaseArgs) -> Result<String, Failure> {
             }
         })
     })
+}
+
+/// A client for a registry, logged in with the docker-style auth file's entry for it.
+fn registry(address: &str, plain_http: bool) -> Result<OciRegistry, Failure> {
+    let endpoint = RegistryEndpoint::resolve(address, &RegistryOverrides::default(), plain_http);
+    let credentials = stackwright::mirror::from_auth_file(&endpoint)?;
+    Ok(OciRegistry::new(endpoint, credentials)?)
 }

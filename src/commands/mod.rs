@@ -3,6 +3,7 @@
 
 mod config;
 mod deploy;
+mod mirror;
 mod network;
 mod release;
 mod render;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Release {
             command: ReleaseCommand::Verify(args),
         } => release::verify(&settings, &printer, &args),
+        Command::Mirror(args) => mirror::mirror(&settings, &printer, &args),
     };
     match result {
         Ok(status) => status,

@@ -4,6 +4,7 @@ mod common;
 mod config;
 mod control_plane;
 mod lint;
+mod mirror;
 mod network;
 mod properties;
 mod provision;
