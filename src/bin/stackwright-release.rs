@@ -300,6 +300,24 @@ fn run(args: ReleaseArgs) -> Result<String, Failure> {
                         .unwrap_or(repository)
                         .to_owned()
                 };
+                // What an incremental release changes: the new layers and the configurations
+                // that name them (an unchanged image keeps its manifest and digest).
+                let changed_bytes: u64 = if change_every == 0 || generation == 1 {
+                    0
+                } else {
+                    (0..images)
+                        .filter(|number| number % change_every == 0)
+                        .map(|_| {
+                            own_mib
+                                .iter()
+                                .map(|mib| synthetic::Layer::new(0, mib * MIB).blob_size())
+                                .sum::<u64>()
+                        })
+                        .sum()
+                };
+                output.push_str(&format!(
+                    "# changed bytes {changed_bytes} (layers, without their configurations)\n"
+                ));
                 for result in results {
                     let (repository, digest) = result?;
                     lines.push_str(&format!("{}:{tag}\n", relative(&repository)));
