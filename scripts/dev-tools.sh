@@ -48,6 +48,8 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 [ -x /usr/bin/time ] || missing+=(time)
+# strace shows the preflight test every connection the binary opens.
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "dev-tools: installing ${missing[*]} (Debian packages)"
   sudo_cmd=()

@@ -67,6 +67,9 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the account, the quotas, leftover stacks, the certificate and connectivity before
+    /// installing (exit code 2 with warnings only, 1 with a failure).
+    Preflight(PreflightArgs),
     /// Inspect and check the configuration file.
     Config {
         #[command(subcommand)]
@@ -111,6 +114,19 @@ pub struct InstallArgs {
     pub release: ReleaseArgs,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Install without running the preflight checks first (said so in the output).
+    #[arg(long, env = "STACKWRIGHT_SKIP_PREFLIGHT", value_parser = clap::builder::FalseyValueParser::new())]
+    pub skip_preflight: bool,
+    /// Seconds each connectivity check of the preflight may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub dial_timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// Seconds each connectivity check may take; all are dialled at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub dial_timeout: f64,
 }
 
 /// How a command that changes the instance treats a lock held by another run.

@@ -20,6 +20,8 @@ pub enum ExitStatus {
     Failure,
     /// `plan` found changes to make.
     Changes,
+    /// `preflight` passed with warnings: 2 again, "done, but look at this", like `plan`'s.
+    Warnings,
     /// Another run holds the instance's lock.
     Blocked,
     /// Stopped by Ctrl-C or SIGTERM; the next run resumes.
@@ -33,7 +35,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
-            ExitStatus::Changes => 2,
+            ExitStatus::Changes | ExitStatus::Warnings => 2,
             ExitStatus::Blocked => 3,
             ExitStatus::Interrupted => 130,
             ExitStatus::Usage => 64,
@@ -81,6 +83,8 @@ pub enum Error {
     },
     #[error("{message}")]
     Usage { message: String, hint: String },
+    #[error("preflight found {} that would stop the install: {}", crate::output::count(failures.len(), "problem", "problems"), failures.join("; "))]
+    PreflightFailed { failures: Vec<String> },
     #[error("{action} needs a confirmation, and there is no terminal to ask on")]
     Unconfirmed { action: String },
     #[error("{action} was not confirmed; nothing was changed")]
@@ -108,6 +112,7 @@ impl Error {
             Error::ControlPlane(error) => error.hint(),
             Error::Write { .. } => Some("check that the directory exists and is writable".into()),
             Error::Usage { hint, .. } => Some(hint.clone()),
+            Error::PreflightFailed { .. } => Some("fix what the report above names (`stackwright preflight` checks again), or pass --skip-preflight to install anyway".into()),
             Error::Unconfirmed { .. } => Some("run it from a terminal, or pass --yes to go ahead without asking".into()),
             Error::Declined { .. } => None,
         }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod mirror;
 pub mod network;
 pub mod output;
+pub mod preflight;
 pub mod provision;
 pub mod release;
 pub mod render;

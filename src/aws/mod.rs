@@ -4,6 +4,7 @@
 
 mod cloudformation;
 mod dynamodb;
+mod preflight;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 pub use cloudformation::CloudFormation;
 pub use dynamodb::DynamoStateStore;
+pub use preflight::AwsAccount;
 
 use crate::provision::DeployError;
 

@@ -127,6 +127,8 @@ pub fn install(
         let session = connect(settings).await?;
         let config = &session.config;
         let (release, stacks) = render_release(config, &args.release.release)?;
+        super::preflight::before_install(printer, &session, args.skip_preflight, args.dial_timeout)
+            .await?;
         printer.status(format!(
             "Installing {} (release {}, {} mode) into account {} as {}, region {}",
             config.instance.name,

@@ -5,6 +5,7 @@ mod config;
 mod deploy;
 mod mirror;
 mod network;
+mod preflight;
 mod release;
 mod render;
 mod reporter;
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     let settings = GlobalSettings::from_args(&cli.global);
     let printer = settings.printer();
     let result: Result<ExitStatus, Error> = match cli.command {
+        Command::Preflight(args) => preflight::preflight(&settings, &printer, &args),
         Command::Config {
             command: ConfigCommand::Schema,
         } => config::schema(&printer),

@@ -6,6 +6,7 @@ mod control_plane;
 mod lint;
 mod mirror;
 mod network;
+mod preflight;
 mod properties;
 mod provision;
 mod release;

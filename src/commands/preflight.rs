@@ -1,0 +1,144 @@
+//! `stackwright preflight`, and the same checks at the start of `install`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::deploy::{Session, block_on};
+use crate::aws::{Aws, AwsAccount, CloudFormation};
+use crate::cli::PreflightArgs;
+use crate::config::ConfigFile;
+use crate::error::{Error, ExitStatus};
+use crate::output::Printer;
+use crate::preflight::dial::{DialSettings, NetworkDialer};
+use crate::preflight::{self, Outcome, PreflightReport};
+use crate::settings::GlobalSettings;
+use crate::state::StateStore;
+
+fn dial_timeout(seconds: f64) -> Result<Duration, Error> {
+    if seconds.is_finite() && (0.05..=300.0).contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(Error::Usage {
+            message: format!("--dial-timeout {seconds} is not between 0.05 and 300 seconds"),
+            hint: "give the seconds each connection may take, such as --dial-timeout 5".into(),
+        })
+    }
+}
+
+/// The dial settings and the dialer from the environment, with the fix when they are wrong.
+fn dialing(timeout: f64) -> Result<(DialSettings, NetworkDialer), Error> {
+    let usage = |error: preflight::dial::DialSettingsError| Error::Usage {
+        message: error.to_string(),
+        hint: format!(
+            "fix or unset {}: overrides look like host:port=127.0.0.1:port,...",
+            error.variable
+        ),
+    };
+    let settings = DialSettings::from_environment(dial_timeout(timeout)?).map_err(usage)?;
+    let dialer = NetworkDialer::new(settings.ca_file.as_deref()).map_err(usage)?;
+    Ok((settings, dialer))
+}
+
+/// Runs every check against the configured account and region.
+pub(super) async fn check(
+    config: &ConfigFile,
+    aws: Result<&Aws, &crate::provision::DeployError>,
+    timeout: f64,
+) -> Result<PreflightReport, Error> {
+    let (dial_settings, dialer) = dialing(timeout)?;
+    let now = jiff::Timestamp::now();
+    Ok(match aws {
+        Ok(aws) => {
+            let account = AwsAccount::new(aws);
+            let deployer = CloudFormation::new(aws);
+            preflight::run(
+                config,
+                Ok((&account, &deployer)),
+                &dialer,
+                &dial_settings,
+                now,
+            )
+            .await
+        }
+        Err(error) => {
+            preflight::run::<AwsAccount, CloudFormation, _>(
+                config,
+                Err(error),
+                &dialer,
+                &dial_settings,
+                now,
+            )
+            .await
+        }
+    })
+}
+
+pub fn preflight(
+    settings: &GlobalSettings,
+    printer: &Printer,
+    args: &PreflightArgs,
+) -> Result<ExitStatus, Error> {
+    let config = settings.load_config()?;
+    // Validate the timeout and the environment before any call.
+    dialing(args.dial_timeout)?;
+    block_on(async {
+        printer.status(format!(
+            "Checking {} in {}: account, stacks, quotas, certificate, connectivity...",
+            config.instance.name, config.instance.region
+        ));
+        let aws = Aws::connect(&config.instance.region, settings.profile.as_deref()).await;
+        let report = check(&config, aws.as_ref(), args.dial_timeout).await?;
+        if printer.json_mode() {
+            printer.data(&report);
+        } else {
+            printer.result(&report);
+        }
+        Ok(report.exit_status())
+    })
+}
+
+/// The preflight at the start of `install`: failures stop it, warnings are shown and it goes on.
+pub(super) async fn before_install(
+    printer: &Printer,
+    session: &Session,
+    skip: bool,
+    timeout: f64,
+) -> Result<(), Error> {
+    let config = &session.config;
+    // Another run at work has its stacks in progress: the lock, not preflight, says so (exit 3).
+    if let Ok(Some(lease)) = session.state.lock().await
+        && lease.is_live(jiff::Timestamp::now())
+    {
+        printer.status(format!(
+            "Preflight: not run, another run holds the lock of {}.",
+            config.instance.name
+        ));
+        return Ok(());
+    }
+    if skip {
+        printer.warn("preflight skipped (--skip-preflight): quotas, leftover stacks, the certificate and connectivity were not checked");
+        if printer.json_mode() {
+            printer.json_line(&json!({ "event": "preflight", "skipped": true }));
+        }
+        return Ok(());
+    }
+    printer.status("Preflight: checking the account, quotas, leftover stacks, the certificate and connectivity...");
+    let report = check(config, Ok(&session.aws), timeout).await?;
+    if printer.json_mode() {
+        printer.json_line(&json!({ "event": "preflight", "report": report }));
+    } else if report.result == Outcome::Pass {
+        printer.status(format!("Preflight: {}.", report.summary()));
+    } else if report.result == Outcome::Fail {
+        printer.status(&report);
+    } else {
+        printer.status(format!("Preflight: {}:", report.summary()));
+        printer.status(report.problems().trim_end());
+    }
+    if report.result == Outcome::Fail {
+        return Err(Error::PreflightFailed {
+            failures: report.failures().map(|check| check.title.clone()).collect(),
+        });
+    }
+    Ok(())
+}
