@@ -67,6 +67,8 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write stackwright.toml by answering a few questions (or from flags with --yes).
+    Init(Box<InitArgs>),
     /// Check the account, the quotas, leftover stacks, the certificate and connectivity before
     /// installing (exit code 2 with warnings only, 1 with a failure).
     Preflight(PreflightArgs),
@@ -127,6 +129,50 @@ pub struct PreflightArgs {
     /// Seconds each connectivity check may take; all are dialled at once.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub dial_timeout: f64,
+}
+
+/// Every answer of `init` can be given as a flag named after its key; with --yes, the
+/// defaults fill in what is not given and nothing is asked. The region and the control plane
+/// come from the global --region and --control-plane-url.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// instance.name: lowercase letters, digits and hyphens, 3 to 20 characters.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// instance.domain: the DNS name users reach the instance at.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// instance.certificate_arn: an ACM certificate for the domain and its wildcard.
+    #[arg(long, value_name = "ARN")]
+    pub certificate_arn: Option<String>,
+    /// network.mode.
+    #[arg(long, value_enum)]
+    pub mode: Option<NetworkMode>,
+    /// network.vpc_cidr: from a /16 to a /22.
+    #[arg(long, value_name = "CIDR")]
+    pub vpc_cidr: Option<String>,
+    /// network.availability_zones: 2 or 3.
+    #[arg(long, value_name = "COUNT")]
+    pub availability_zones: Option<u8>,
+    /// network.public_services (all-private only).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub public_services: Option<bool>,
+    /// The one-time registration token; prefer the environment variable, which `ps` does not
+    /// show. Written to the token file beside the configuration, never into it.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STACKWRIGHT_REGISTRATION_TOKEN",
+        hide_env_values = true
+    )]
+    pub registration_token: Option<String>,
+    /// release.channel.
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: Option<String>,
+    /// upgrade.maintenance_window: weekly hours in UTC, such as "sat,sun 02:00-05:00"; "none"
+    /// for none.
+    #[arg(long, value_name = "WINDOW")]
+    pub maintenance_window: Option<String>,
 }
 
 /// How a command that changes the instance treats a lock held by another run.

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod control_plane;
 pub mod error;
+pub mod init;
 pub mod mirror;
 pub mod network;
 pub mod output;

@@ -3,6 +3,7 @@
 
 mod config;
 mod deploy;
+mod init;
 mod mirror;
 mod network;
 mod preflight;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     let settings = GlobalSettings::from_args(&cli.global);
     let printer = settings.printer();
     let result: Result<ExitStatus, Error> = match cli.command {
+        Command::Init(args) => init::init(&settings, &printer, &args),
         Command::Preflight(args) => preflight::preflight(&settings, &printer, &args),
         Command::Config {
             command: ConfigCommand::Schema,

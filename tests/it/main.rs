@@ -2,6 +2,7 @@
 
 mod common;
 mod config;
+mod init;
 mod control_plane;
 mod lint;
 mod mirror;
