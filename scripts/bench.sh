@@ -18,3 +18,4 @@ scripts/dev-env.sh up >/dev/null
 
 cargo bench --bench render
 cargo bench --bench install
+cargo bench --bench control_plane
