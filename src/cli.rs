@@ -55,7 +55,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "STACKWRIGHT_REGION")]
     pub region: Option<String>,
     /// The control plane's URL, overriding the configuration's `control_plane.url`.
-    #[arg(long, global = true, value_name = "URL", env = "STACKWRIGHT_CONTROL_PLANE_URL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "STACKWRIGHT_CONTROL_PLANE_URL"
+    )]
     pub control_plane_url: Option<String>,
 }
 
@@ -99,6 +104,11 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Past operations: when, who, what, from and to which release, result and duration.
     History,
+    /// Move the instance to a newer release the control plane offers: the decision, the images,
+    /// the change sets reviewed (replacements, stateful changes, broader permissions), a
+    /// confirmation, then the upgrade. `--unattended` is the scheduled job's way: no prompt,
+    /// JSON lines, only what the policy approves (exit 4 when it parks an upgrade).
+    Upgrade(UpgradeArgs),
     /// Check signed releases.
     Release {
         #[command(subcommand)]
@@ -181,6 +191,23 @@ pub struct LockArgs {
     /// Wait up to this many seconds for another run to release the lock (default: exit 3 at once).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Go to this version (through the releases that may not be skipped), instead of the
+    /// newest one offered; also retries a version that failed here.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<semver::Version>,
+    /// Only report what would happen: exit 2 when an upgrade is available, 0 when up to date.
+    #[arg(long, conflicts_with = "unattended")]
+    pub check: bool,
+    /// Run as the scheduled job: never prompt, log JSON lines, wait for the maintenance
+    /// window, apply only what `upgrade.auto_approve` allows.
+    #[arg(long)]
+    pub unattended: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

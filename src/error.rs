@@ -26,6 +26,8 @@ pub enum ExitStatus {
     Blocked,
     /// Stopped by Ctrl-C or SIGTERM; the next run resumes.
     Interrupted,
+    /// An unattended upgrade whose changes the policy would not approve: parked for a person.
+    Parked,
     /// The command line itself was wrong.
     Usage,
 }
@@ -37,6 +39,7 @@ impl ExitStatus {
             ExitStatus::Failure => 1,
             ExitStatus::Changes | ExitStatus::Warnings => 2,
             ExitStatus::Blocked => 3,
+            ExitStatus::Parked => 4,
             ExitStatus::Interrupted => 130,
             ExitStatus::Usage => 64,
         }

@@ -4,6 +4,7 @@
 
 mod cloudformation;
 mod dynamodb;
+mod secrets;
 mod preflight;
 
 use aws_config::BehaviorVersion;
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 pub use cloudformation::CloudFormation;
 pub use dynamodb::DynamoStateStore;
+pub use secrets::{IdentitySecret, StoredIdentity};
 pub use preflight::AwsAccount;
 
 use crate::provision::DeployError;

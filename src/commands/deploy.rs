@@ -211,6 +211,7 @@ async fn install_locked(
                 .write(vec![StateWrite::Installation(record)])
                 .await?;
         }
+        super::upgrade::after_install(settings, printer, session, "", None, None).await;
         if printer.json_mode() {
             printer.data(&json!({ "changed": false, "plan": plan }));
         } else {
@@ -272,6 +273,15 @@ async fn install_locked(
             StateWrite::History(entry),
         ])
         .await?;
+    super::upgrade::after_install(
+        settings,
+        printer,
+        session,
+        &journal.operation_id,
+        journal.from_release.as_deref(),
+        journal.to_release.as_deref(),
+    )
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     let load_balancer = report
         .output("LoadBalancerDnsName")
@@ -342,16 +352,18 @@ fn installation_record(
         config_hash: journal.config_hash.clone(),
         operation_id: journal.operation_id.clone(),
         updated_at: now,
+        failed_releases: Vec::new(),
+        trusted_root: None,
     }
 }
 
 /// The SHA-256 of the configuration as it resolved, so that a changed file is recognised.
-fn config_hash(config: &ConfigFile) -> String {
+pub(super) fn config_hash(config: &ConfigFile) -> String {
     render::content_digest(&serde_json::to_string(config).expect("the configuration serializes"))
 }
 
 /// Asks without stalling the lease's renewal, which runs on the same task.
-async fn confirm(gate: &CliGate, question: &str) -> bool {
+pub(super) async fn confirm(gate: &CliGate, question: &str) -> bool {
     let gate = gate.clone();
     let question = question.to_owned();
     tokio::task::spawn_blocking(move || gate.confirm(&question))
@@ -362,7 +374,7 @@ async fn confirm(gate: &CliGate, question: &str) -> bool {
 /// A failed operation: recorded in history and the installation record, its journal cleared,
 /// unless it was stopped (signal, lost lease), which leaves the journal for the next run. An
 /// operation that failed before its first phase changed nothing and leaves no trace.
-async fn record_failure(
+pub(super) async fn record_failure(
     operation: &Operation<'_, DynamoStateStore>,
     installation: Option<Installation>,
     error: Error,
@@ -401,7 +413,7 @@ async fn record_failure(
 }
 
 /// Tells the journal as each stack is done.
-struct JournalHook<'a, 'b>(&'a Operation<'b, DynamoStateStore>);
+pub(super) struct JournalHook<'a, 'b>(pub(super) &'a Operation<'b, DynamoStateStore>);
 
 impl StackJournal for JournalHook<'_, '_> {
     async fn stack_done(&self, kind: StackKind) -> Result<(), ProvisionError> {
@@ -419,7 +431,7 @@ pub(super) enum Begun {
 /// Runs `work` under the instance's lock: creates the state table if needed, takes the lock
 /// (waiting as asked), reads the state, decides from the journal whether to start, resume or
 /// refuse, and releases the lock whatever happens (unless the table went with the instance).
-async fn locked<T>(
+pub(super) async fn locked<T>(
     session: &Session,
     printer: &Printer,
     lock_settings: &LockSettings,
@@ -501,7 +513,7 @@ async fn locked<T>(
     result
 }
 
-async fn discard_change_sets<D: StackDeployer>(deployer: &D, plan: &Plan) {
+pub(super) async fn discard_change_sets<D: StackDeployer>(deployer: &D, plan: &Plan) {
     for id in plan
         .stacks
         .iter()
@@ -805,6 +817,8 @@ async fn teardown_locked(
             config_hash: journal.config_hash.clone(),
             operation_id: journal.operation_id.clone(),
             updated_at: operation.now(),
+            failed_releases: Vec::new(),
+            trusted_root: None,
         }));
     }
     operation.finish(writes).await?;

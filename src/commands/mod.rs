@@ -11,6 +11,7 @@ mod release;
 mod render;
 mod reporter;
 mod state;
+mod upgrade;
 
 use crate::cli::{Cli, Command, ConfigCommand, NetworkCommand, ReleaseCommand};
 use crate::error::{Error, ExitStatus};
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Teardown(args) => deploy::teardown(&settings, &printer, &args),
         Command::Unlock(args) => state::unlock(&settings, &printer, &args),
         Command::History => state::history(&settings, &printer),
+        Command::Upgrade(args) => upgrade::upgrade(&settings, &printer, &args),
         Command::Release {
             command: ReleaseCommand::Verify(args),
         } => release::verify(&settings, &printer, &args),

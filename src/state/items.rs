@@ -103,6 +103,8 @@ mod tests {
             config_hash: "abc".into(),
             operation_id: "op".into(),
             updated_at: jiff::Timestamp::UNIX_EPOCH,
+            failed_releases: Vec::new(),
+            trusted_root: None,
         }
     }
 

@@ -194,6 +194,14 @@ pub struct Installation {
     /// The operation that wrote this record.
     pub operation_id: String,
     pub updated_at: Timestamp,
+    /// Releases whose upgrade failed here: unattended upgrades skip them until one is retried
+    /// with `upgrade --to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_releases: Vec<String>,
+    /// The newest root metadata of the release repository trusted so far (JSON): a later run
+    /// starts from it, so a key the vendor rotated out stays revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_root: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +314,8 @@ pub enum OperationResult {
     /// An interrupted operation that a later run of the same kind, asked something else,
     /// replaced.
     Abandoned,
+    /// An unattended upgrade whose changes the policy would not approve: left for a person.
+    Parked,
 }
 
 impl fmt::Display for OperationResult {
@@ -314,6 +324,7 @@ impl fmt::Display for OperationResult {
             OperationResult::Succeeded => "succeeded",
             OperationResult::Failed => "failed",
             OperationResult::Abandoned => "abandoned",
+            OperationResult::Parked => "parked",
         })
     }
 }

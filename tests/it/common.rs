@@ -890,3 +890,96 @@ pub mod moto {
         }
     }
 }
+
+/// The reference control plane as the real binary on a free port of 127.0.0.1, one per test,
+/// stopped when dropped; the operator's commands act on it as the README shows.
+pub mod control_plane {
+    use std::io::{BufRead, BufReader};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+
+    use super::REPOSITORY;
+
+    const BINARY: &str = env!("CARGO_BIN_EXE_stackwright-control-plane");
+
+    pub struct Server {
+        child: Child,
+        pub url: String,
+        directory: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Server {
+        /// A server whose catalog and signed repository are `releases` (a directory holding
+        /// `releases/*.json` and `repository/`): the project's `manifests/` by default.
+        pub fn start(releases: Option<&Path>) -> Server {
+            let directory = tempfile::tempdir().expect("a temporary directory");
+            let manifests = Path::new(REPOSITORY).join("manifests");
+            let mut child = Command::new(BINARY)
+                .args(["serve", "--listen", "127.0.0.1:0", "--releases"])
+                .arg(releases.unwrap_or(&manifests))
+                .arg("--database")
+                .arg(directory.path().join("control-plane.sqlite"))
+                .env("STACKWRIGHT_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("the control plane starts");
+            let stdout = child.stdout.take().expect("its stdout");
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("the control plane says where it listens");
+            let url = line
+                .trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                .trim_end_matches('/')
+                .to_owned();
+            Server {
+                child,
+                url,
+                directory,
+            }
+        }
+
+        pub fn admin_token_file(&self) -> PathBuf {
+            self.directory.path().join("admin-token")
+        }
+
+        /// Runs an operator command, which must succeed; returns its stdout.
+        pub fn operator(&self, arguments: &[&str]) -> String {
+            let output = Command::new(BINARY)
+                .args(arguments)
+                .env_clear()
+                .env("STACKWRIGHT_CONTROL_PLANE_URL", &self.url)
+                .env(
+                    "STACKWRIGHT_CONTROL_PLANE_ADMIN_TOKEN_FILE",
+                    self.admin_token_file(),
+                )
+                .env("NO_COLOR", "1")
+                .output()
+                .expect("the operator command runs");
+            assert!(
+                output.status.success(),
+                "{arguments:?} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+
+        /// What the server holds of every instance, as `instances --output json` prints it.
+        pub fn instances(&self) -> serde_json::Value {
+            serde_json::from_str(&self.operator(&["instances", "--output", "json"]))
+                .expect("instances as JSON")
+        }
+    }
+}

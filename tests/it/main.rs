@@ -14,3 +14,4 @@ mod release;
 mod render;
 mod replayed;
 mod state;
+mod upgrade;

@@ -1,0 +1,544 @@
+//! Upgrades driven by the reference control plane, end to end against the real binary, moto,
+//! the two local registries and the control plane started per test: the first install
+//! registers, the control plane offers a release, an unattended run mirrors its images and
+//! upgrades the platform stack, the history, the installation record and the control plane
+//! hold the result, and the next run finds nothing to do; the maintenance window holds an
+//! upgrade back unless the release is urgent.
+
+use crate::common::control_plane::Server;
+use crate::common::moto::{Cloud, Instance, Run};
+use crate::common::release;
+
+const CONFIG: &str = r#"schema_version = 1
+
+[instance]
+name = "{name}"
+domain = "{domain}"
+region = "us-east-1"
+certificate_arn = "{certificate_arn}"
+
+[network]
+mode = "public"
+availability_zones = 2
+
+[control_plane]
+url = "https://control.example.com"
+"#;
+
+/// An installed instance of release 1.0.0 registered with `server` through a token file.
+fn installed(prefix: &str, server: &Server, extra: &str) -> Instance {
+    let instance = Instance::new(prefix, &format!("{CONFIG}{extra}"));
+    let token = server.operator(&["registration-token"]);
+    let token_file = instance.directory().join("stackwright.token");
+    std::fs::write(&token_file, token.trim()).expect("the token file");
+    let install = instance
+        .stackwright(&[
+            "install",
+            "--release",
+            release("1.0.0").to_str().expect("UTF-8"),
+        ])
+        .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
+        .run()
+        .succeeded();
+    assert!(
+        install
+            .stderr
+            .contains("Registered with the control plane as instance"),
+        "{}",
+        install.transcript()
+    );
+    instance
+}
+
+fn upgrade<'a>(instance: &'a Instance, server: &Server, args: &[&str]) -> Run<'a> {
+    let mut all = vec!["upgrade"];
+    all.extend_from_slice(args);
+    instance
+        .stackwright(&all)
+        .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
+}
+
+/// The JSON lines an unattended run printed, by event.
+fn events(output: &str) -> Vec<serde_json::Value> {
+    output
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect()
+}
+
+fn event<'a>(events: &'a [serde_json::Value], name: &str) -> Option<&'a serde_json::Value> {
+    events.iter().find(|event| event["event"] == name)
+}
+
+fn digest(version: &str, component: &str) -> String {
+    let text = std::fs::read_to_string(release(version)).expect("the manifest");
+    let manifest: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    manifest["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|entry| entry["name"] == component)
+        .and_then(|entry| entry["image"].as_str())
+        .and_then(|image| image.split_once('@'))
+        .map(|(_, digest)| digest.to_owned())
+        .expect("the component's digest")
+}
+
+#[test]
+fn an_offered_release_is_upgraded_to_unattended_and_the_next_run_finds_nothing() {
+    let server = Server::start(None);
+    server.operator(&[
+        "rollout",
+        "1.0.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+    let instance = installed("upgrade", &server, "");
+    let records = server.instances();
+    let record = &records[0];
+    assert_eq!(record["last_report"]["report"]["kind"], "install");
+    assert_eq!(record["last_report"]["report"]["to_version"], "1.0.0");
+    assert_eq!(
+        record["last_heartbeat"]["heartbeat"]["installed_version"],
+        "1.0.0"
+    );
+
+    // Nothing newer is offered yet.
+    let check = upgrade(&instance, &server, &["--check"]).run().succeeded();
+    assert!(
+        check.stdout.contains("Release 1.0.0 is up to date."),
+        "{}",
+        check.transcript()
+    );
+
+    server.operator(&[
+        "rollout",
+        "1.1.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+    let check = upgrade(&instance, &server, &["--check"]).run().exited(2);
+    assert!(
+        check.stdout.contains("Upgrade available: 1.0.0 → 1.1.0"),
+        "{}",
+        check.transcript()
+    );
+
+    let run = upgrade(&instance, &server, &["--unattended"])
+        .run()
+        .succeeded();
+    let output = format!("{}{}", run.stdout, run.stderr);
+    let lines = events(&output);
+    assert_eq!(
+        event(&lines, "decision").expect("a decision")["decision"]["decision"],
+        "upgrade"
+    );
+    let mirrored = &event(&lines, "mirrored").expect("the images were mirrored")["summary"];
+    assert!(
+        mirrored["bytes_copied"].as_u64().unwrap_or(0) > 0,
+        "{mirrored}"
+    );
+    let finished = event(&lines, "upgrade_finished").expect("a result");
+    assert_eq!(finished["outcome"], "succeeded");
+    assert_eq!(finished["to"], "1.1.0");
+    // Unattended runs print nothing but JSON lines.
+    for line in output.lines().filter(|line| !line.trim().is_empty()) {
+        assert!(line.starts_with('{'), "not a JSON line: {line}");
+    }
+
+    // The platform stack runs the new images, from the instance's own repositories.
+    let cloud = Cloud::connect();
+    let template = cloud
+        .block_on(
+            cloud
+                .cloudformation
+                .get_template()
+                .stack_name(instance.stack("platform"))
+                .send(),
+        )
+        .expect("GetTemplate");
+    let body = template.template_body().unwrap_or_default();
+    for component in ["dashboard", "server", "workspace-manager"] {
+        let image = format!(
+            "{}/{component}@{}",
+            instance.name,
+            digest("1.1.0", component)
+        );
+        assert!(body.contains(&image), "{image} is not deployed");
+    }
+    let status = instance
+        .stackwright(&["--output", "json", "status"])
+        .run()
+        .succeeded();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    assert_eq!(status["installation"]["installed_release"], "1.1.0");
+    let history = instance
+        .stackwright(&["--output", "json", "history"])
+        .run()
+        .succeeded();
+    let history: serde_json::Value = serde_json::from_str(&history.stdout).expect("JSON");
+    let upgrades: Vec<&serde_json::Value> = history["operations"]
+        .as_array()
+        .expect("a list of operations")
+        .iter()
+        .filter(|entry| entry["kind"] == "upgrade")
+        .collect();
+    assert_eq!(upgrades.len(), 1, "{history}");
+    assert_eq!(upgrades[0]["from_release"], "1.0.0");
+    assert_eq!(upgrades[0]["to_release"], "1.1.0");
+    assert_eq!(upgrades[0]["result"], "succeeded");
+
+    // The control plane holds the result and the new state.
+    let records = server.instances();
+    let report = &records[0]["last_report"]["report"];
+    assert_eq!(report["kind"], "upgrade");
+    assert_eq!(report["from_version"], "1.0.0");
+    assert_eq!(report["to_version"], "1.1.0");
+    assert_eq!(report["outcome"], "succeeded");
+    assert_eq!(
+        records[0]["last_heartbeat"]["heartbeat"]["installed_version"],
+        "1.1.0"
+    );
+
+    // The next run finds nothing to do, and changes nothing.
+    let (again, requests) = crate::common::moto::record(&instance.name, || {
+        upgrade(&instance, &server, &["--unattended"])
+            .tag(&instance.name)
+            .run()
+            .succeeded()
+    });
+    let lines = events(&format!("{}{}", again.stdout, again.stderr));
+    assert_eq!(
+        event(&lines, "decision").expect("a decision")["decision"]["decision"],
+        "up_to_date"
+    );
+    assert!(event(&lines, "upgrade_finished").is_none());
+    assert_eq!(
+        crate::common::moto::cloudformation_writes(&requests),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn an_upgrade_waits_for_the_maintenance_window_unless_the_release_is_urgent() {
+    // A one-hour window two days from now: closed whenever this test runs.
+    let day = (jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date()
+        + jiff::Span::new().days(2))
+    .weekday();
+    let name =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][day.to_monday_zero_offset() as usize];
+    let server = Server::start(None);
+    server.operator(&[
+        "rollout",
+        "1.0.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+    let instance = installed(
+        "window",
+        &server,
+        &format!("\n[upgrade]\nmaintenance_window = \"{name} 00:00-01:00\"\n"),
+    );
+    server.operator(&[
+        "rollout",
+        "1.1.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+
+    let run = upgrade(&instance, &server, &["--unattended"])
+        .run()
+        .succeeded();
+    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let decision = &event(&lines, "decision").expect("a decision")["decision"];
+    assert_eq!(decision["decision"], "wait", "{decision}");
+    assert!(decision["until"].as_str().is_some(), "{decision}");
+    assert!(event(&lines, "upgrade_finished").is_none());
+    let status = instance
+        .stackwright(&["--output", "json", "status"])
+        .run()
+        .succeeded();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    assert_eq!(status["installation"]["installed_release"], "1.0.0");
+
+    // A person upgrading does not wait for the window.
+    let check = upgrade(&instance, &server, &["--check"]).run().exited(2);
+    assert!(
+        check.stdout.contains("Upgrade available: 1.0.0 → 1.1.0"),
+        "{}",
+        check.transcript()
+    );
+
+    // The vendor marks it urgent: the job goes ahead outside the window.
+    server.operator(&[
+        "rollout",
+        "1.1.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+        "--urgent",
+    ]);
+    let run = upgrade(&instance, &server, &["--unattended"])
+        .run()
+        .succeeded();
+    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let decision = &event(&lines, "decision").expect("a decision")["decision"];
+    assert_eq!(decision["decision"], "upgrade", "{decision}");
+    assert_eq!(decision["urgent"], true);
+    assert_eq!(
+        event(&lines, "upgrade_finished").expect("a result")["outcome"],
+        "succeeded"
+    );
+}
+
+#[test]
+fn an_unregistered_instance_is_told_how_to_register() {
+    let server = Server::start(None);
+    let instance = Instance::new("unreg", CONFIG);
+    instance
+        .stackwright(&[
+            "install",
+            "--release",
+            release("1.0.0").to_str().expect("UTF-8"),
+        ])
+        .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
+        .run()
+        .succeeded();
+    let run = upgrade(&instance, &server, &["--check"]).run().exited(64);
+    assert!(
+        run.stderr
+            .contains("has not registered with the control plane"),
+        "{}",
+        run.transcript()
+    );
+    assert!(
+        run.stderr.contains("hint: put the registration token"),
+        "{}",
+        run.transcript()
+    );
+    // Nothing reached the control plane.
+    assert_eq!(server.instances(), serde_json::json!([]));
+}
+
+/// A change made to a copy of a manifest.
+type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+
+/// A catalog for the control plane (`releases/` and the signed `repository/`): the example
+/// releases 1.0.0 and 1.1.0, each edited by `edit`, plus `extra` releases made from 1.1.0,
+/// signed with the development keys that the binary trusts.
+fn catalog(
+    edit: impl Fn(&str, &mut serde_json::Value),
+    extra: &[(&str, Edit<'_>)],
+) -> tempfile::TempDir {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let releases = directory.path().join("releases");
+    std::fs::create_dir_all(&releases).expect("releases/");
+    let read = |version: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(release(version)).expect("the manifest"))
+            .expect("JSON")
+    };
+    let mut manifests = Vec::new();
+    for version in ["1.0.0", "1.1.0"] {
+        let mut manifest = read(version);
+        edit(version, &mut manifest);
+        manifests.push((version.to_owned(), manifest));
+    }
+    for (version, change) in extra {
+        let mut manifest = read("1.1.0");
+        manifest["version"] = serde_json::json!(version);
+        change(&mut manifest);
+        manifests.push(((*version).to_owned(), manifest));
+    }
+    let keys = std::path::Path::new(crate::common::REPOSITORY).join("manifests/dev-keys");
+    let repository = directory.path().join("repository");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let expires =
+        stackwright::release::signing::expiry(jiff::Timestamp::now(), "30d").expect("an expiry");
+    for (version, manifest) in manifests {
+        let path = releases.join(format!("{version}.json"));
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&manifest).expect("JSON"),
+        )
+        .expect("the manifest");
+        runtime
+            .block_on(stackwright::release::signing::build_repository(
+                Some(&path),
+                &keys,
+                &repository,
+                expires,
+            ))
+            .expect("the release is signed");
+    }
+    directory
+}
+
+#[test]
+fn a_release_that_broadens_permissions_is_parked_for_a_person() {
+    // 1.1.0 gives the dashboard access to the instance's data: its task role gains permissions.
+    let releases = catalog(
+        |version, manifest| {
+            if version == "1.1.0" {
+                manifest["components"][0]["data_access"] = serde_json::json!(true);
+            }
+        },
+        &[],
+    );
+    let server = Server::start(Some(releases.path()));
+    server.operator(&[
+        "rollout",
+        "1.0.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+    let instance = installed("parked", &server, "");
+    server.operator(&[
+        "rollout",
+        "1.1.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+
+    let (run, requests) = crate::common::moto::record(&instance.name, || {
+        upgrade(&instance, &server, &["--unattended"])
+            .tag(&instance.name)
+            .run()
+            .exited(4)
+    });
+    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let plan = event(&lines, "plan").expect("the plan");
+    let findings = plan["review"]["findings"].as_array().expect("findings");
+    assert!(
+        findings
+            .iter()
+            .any(|finding| finding["kind"] == "iam-broadening"
+                && finding["logical_id"] == "DashboardTaskRole"),
+        "{findings:?}"
+    );
+    let finished = event(&lines, "upgrade_finished").expect("a result");
+    assert_eq!(finished["outcome"], "parked");
+    // Planned, never executed: the change sets were made and deleted again.
+    let writes = crate::common::moto::cloudformation_writes(&requests);
+    assert!(
+        writes
+            .iter()
+            .all(|write| !write.starts_with("ExecuteChangeSet")),
+        "{writes:?}"
+    );
+    let status = instance
+        .stackwright(&["--output", "json", "status"])
+        .run()
+        .succeeded();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    assert_eq!(status["installation"]["installed_release"], "1.0.0");
+    let records = server.instances();
+    assert_eq!(records[0]["last_report"]["report"]["outcome"], "parked");
+    assert_eq!(records[0]["last_report"]["report"]["to_version"], "1.1.0");
+    let detail = records[0]["last_report"]["report"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.contains("DashboardTaskRole broadens permissions"),
+        "{detail}"
+    );
+
+    // A person reviews and applies it.
+    let applied = upgrade(&instance, &server, &["--to", "1.1.0"])
+        .run()
+        .succeeded();
+    assert!(
+        applied.stdout.contains("Upgraded") && applied.stdout.contains("from 1.0.0 to 1.1.0"),
+        "{}",
+        applied.transcript()
+    );
+}
+
+#[test]
+fn a_release_that_may_not_be_skipped_is_applied_on_the_way() {
+    // 1.1.0 may not be skipped (as the example says); 1.2.0 requires 1.1.0 or later.
+    let releases = catalog(
+        |_, _| {},
+        &[("1.2.0", &|manifest: &mut serde_json::Value| {
+            manifest["minimum_upgrade_from"] = serde_json::json!("1.1.0");
+            manifest["skippable"] = serde_json::json!(true);
+        })],
+    );
+    let server = Server::start(Some(releases.path()));
+    server.operator(&[
+        "rollout",
+        "1.0.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+    let instance = installed("hops", &server, "");
+    for version in ["1.1.0", "1.2.0"] {
+        server.operator(&[
+            "rollout",
+            version,
+            "--channel",
+            "stable",
+            "--percent",
+            "100",
+        ]);
+    }
+    let check = upgrade(&instance, &server, &["--check"]).run().exited(2);
+    assert!(
+        check
+            .stdout
+            .contains("Upgrade available: 1.0.0 → 1.1.0 → 1.2.0"),
+        "{}",
+        check.transcript()
+    );
+    let run = upgrade(&instance, &server, &["--unattended"])
+        .run()
+        .succeeded();
+    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let hops: Vec<(String, String)> = lines
+        .iter()
+        .filter(|event| event["event"] == "upgrade_finished")
+        .map(|event| {
+            assert_eq!(event["outcome"], "succeeded", "{event}");
+            (
+                event["from"].as_str().unwrap_or_default().to_owned(),
+                event["to"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            ("1.0.0".to_owned(), "1.1.0".to_owned()),
+            ("1.1.0".to_owned(), "1.2.0".to_owned())
+        ]
+    );
+    let history = instance
+        .stackwright(&["--output", "json", "history"])
+        .run()
+        .succeeded();
+    let history: serde_json::Value = serde_json::from_str(&history.stdout).expect("JSON");
+    let upgrades = history["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .filter(|entry| entry["kind"] == "upgrade")
+        .count();
+    assert_eq!(upgrades, 2, "{history}");
+}
