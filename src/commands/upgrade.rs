@@ -73,25 +73,32 @@ pub fn upgrade(
                 hint: "install it first: stackwright install".into(),
             })?;
         let plane = HttpControlPlane::for_url(&config.control_plane.url)?;
-        let identity = ensure_identity(settings, &session, &plane, printer).await?.ok_or_else(|| Error::Usage {
+        let mut identity = ensure_identity(settings, &session, &plane, printer).await?.ok_or_else(|| Error::Usage {
             message: format!("{} has not registered with the control plane, which offers its upgrades", config.instance.name),
             hint: format!(
                 "put the registration token the vendor issued in {} (beside the configuration) or STACKWRIGHT_REGISTRATION_TOKEN, and run the command again",
                 config.control_plane.registration_token_file.display()
             ),
         })?;
+        let query = UpdateQuery {
+            channel: config.release.channel.clone(),
+            installed_version: Some(installed.clone()),
+        };
+        let offer = match plane.check_update(&identity.credentials(), &query).await {
+            Ok(offer) => offer,
+            // The control plane no longer accepts the instance's token: register anew if the
+            // vendor's new registration token is at hand, else say how.
+            Err(error) if error.needs_registration() => {
+                match register(settings, &session, &plane, printer).await? {
+                    Some(registered) => identity = registered,
+                    None => return Err(error.into()),
+                }
+                plane.check_update(&identity.credentials(), &query).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
         let credentials = identity.credentials();
         send_heartbeat(&session, &plane, &credentials, installation.as_ref()).await;
-
-        let offer = plane
-            .check_update(
-                &credentials,
-                &UpdateQuery {
-                    channel: config.release.channel.clone(),
-                    installed_version: Some(installed.clone()),
-                },
-            )
-            .await?;
         let source: RepositorySource = offer.repository.parse()?;
         let trusted_root = match installation
             .as_ref()
@@ -509,7 +516,16 @@ pub(super) async fn ensure_identity(
             .as_secs_f64();
         let left = identity.expires_at.duration_since(now).as_secs_f64();
         if left < lifetime * REFRESH_WHEN_LEFT {
-            let issued = plane.refresh(&identity.credentials()).await?;
+            let issued = match plane.refresh(&identity.credentials()).await {
+                Ok(issued) => issued,
+                Err(error) if error.needs_registration() => {
+                    return match register(settings, session, plane, printer).await? {
+                        Some(registered) => Ok(Some(registered)),
+                        None => Err(error.into()),
+                    };
+                }
+                Err(error) => return Err(error.into()),
+            };
             identity.token = issued.token;
             identity.expires_at = issued.expires_at;
             identity.issued_at = now;
@@ -518,6 +534,19 @@ pub(super) async fn ensure_identity(
         }
         return Ok(Some(identity));
     }
+    register(settings, session, plane, printer).await
+}
+
+/// Registers with the registration token at hand, replacing any stored identity; `None` when
+/// there is no token.
+async fn register(
+    settings: &GlobalSettings,
+    session: &Session,
+    plane: &dyn ControlPlane,
+    printer: &Printer,
+) -> Result<Option<StoredIdentity>, Error> {
+    let secret = IdentitySecret::new(&session.aws, &session.config.instance.name);
+    let now = jiff::Timestamp::now();
     let Some(token) = registration_token(
         settings,
         &session.config.control_plane.registration_token_file,

@@ -103,10 +103,10 @@ impl ControlPlaneError {
                 "registration tokens work once and expire: ask the vendor for a new one".into(),
             ),
             ControlPlaneError::Unauthorized { code, .. } if code == "token_expired" => Some(
-                "the instance's token expired before it was refreshed: register the instance again with a new registration token from the vendor".into(),
+                "the instance's token expired before it was refreshed: put a new registration token from the vendor in stackwright.token beside the configuration (or STACKWRIGHT_REGISTRATION_TOKEN) and run the command again; the instance registers anew".into(),
             ),
             ControlPlaneError::Unauthorized { .. } => Some(
-                "the instance's token is not accepted: register the instance again with a new registration token from the vendor".into(),
+                "the instance's token is not accepted: put a new registration token from the vendor in stackwright.token beside the configuration (or STACKWRIGHT_REGISTRATION_TOKEN) and run the command again; the instance registers anew".into(),
             ),
             ControlPlaneError::Refused { .. } | ControlPlaneError::InvalidResponse { .. } => {
                 Some("check that control_plane.url points at the vendor's control plane".into())

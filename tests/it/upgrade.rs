@@ -542,3 +542,62 @@ fn a_release_that_may_not_be_skipped_is_applied_on_the_way() {
         .count();
     assert_eq!(upgrades, 2, "{history}");
 }
+
+#[test]
+fn a_refused_token_is_replaced_by_registering_again() {
+    let first = Server::start(None);
+    first.operator(&[
+        "rollout",
+        "1.0.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+    let instance = installed("rereg", &first, "");
+    drop(first);
+    // Another control plane, with another signing key: the stored token is not its own.
+    let second = Server::start(None);
+    second.operator(&[
+        "rollout",
+        "1.1.0",
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ]);
+
+    // The token file still holds the used registration token, which this server refuses.
+    let refused = upgrade(&instance, &second, &["--check"]).run().exited(1);
+    assert!(
+        refused
+            .stderr
+            .contains("hint: registration tokens work once and expire"),
+        "{}",
+        refused.transcript()
+    );
+    assert!(
+        !refused.stderr.contains("eyJ"),
+        "a token leaked: {}",
+        refused.stderr
+    );
+
+    // With a new registration token the instance registers anew and goes on.
+    let token = second.operator(&["registration-token"]);
+    std::fs::write(instance.directory().join("stackwright.token"), token.trim())
+        .expect("the token file");
+    let check = upgrade(&instance, &second, &["--check"]).run().exited(2);
+    assert!(
+        check
+            .stderr
+            .contains("Registered with the control plane as instance"),
+        "{}",
+        check.transcript()
+    );
+    assert!(
+        check.stdout.contains("Upgrade available: 1.0.0 → 1.1.0"),
+        "{}",
+        check.transcript()
+    );
+    assert_eq!(second.instances().as_array().map(Vec::len), Some(1));
+}
