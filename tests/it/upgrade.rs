@@ -58,6 +58,61 @@ fn upgrade<'a>(instance: &'a Instance, server: &Server, args: &[&str]) -> Run<'a
         .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
 }
 
+/// The operator offers `version` to every instance on the stable channel (urgent: `--urgent`).
+fn rollout_with(server: &Server, version: &str, extra: &[&str]) {
+    let mut arguments = vec![
+        "rollout",
+        version,
+        "--channel",
+        "stable",
+        "--percent",
+        "100",
+    ];
+    arguments.extend_from_slice(extra);
+    server.operator(&arguments);
+}
+
+fn rollout(server: &Server, version: &str) {
+    rollout_with(server, version, &[]);
+}
+
+/// The installed release as `status --output json` reports it.
+fn installed_release(instance: &Instance) -> String {
+    let status = instance
+        .stackwright(&["--output", "json", "status"])
+        .run()
+        .succeeded();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    status["installation"]["installed_release"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The events of a successful `upgrade --unattended`.
+fn unattended(instance: &Instance, server: &Server) -> Vec<serde_json::Value> {
+    let run = upgrade(instance, server, &["--unattended"])
+        .run()
+        .succeeded();
+    events(&format!("{}{}", run.stdout, run.stderr))
+}
+
+/// The upgrades `history --output json` lists.
+fn upgrades_in_history(instance: &Instance) -> Vec<serde_json::Value> {
+    let history = instance
+        .stackwright(&["--output", "json", "history"])
+        .run()
+        .succeeded();
+    let history: serde_json::Value = serde_json::from_str(&history.stdout).expect("JSON");
+    history["operations"]
+        .as_array()
+        .expect("a list of operations")
+        .iter()
+        .filter(|entry| entry["kind"] == "upgrade")
+        .cloned()
+        .collect()
+}
+
 /// The JSON lines an unattended run printed, by event.
 fn events(output: &str) -> Vec<serde_json::Value> {
     output
@@ -88,14 +143,7 @@ fn digest(version: &str, component: &str) -> String {
 #[test]
 fn an_offered_release_is_upgraded_to_unattended_and_the_next_run_finds_nothing() {
     let server = Server::start(None);
-    server.operator(&[
-        "rollout",
-        "1.0.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&server, "1.0.0");
     let instance = installed("upgrade", &server, "");
     let records = server.instances();
     let record = &records[0];
@@ -114,14 +162,7 @@ fn an_offered_release_is_upgraded_to_unattended_and_the_next_run_finds_nothing()
         check.transcript()
     );
 
-    server.operator(&[
-        "rollout",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&server, "1.1.0");
     let check = upgrade(&instance, &server, &["--check"]).run().exited(2);
     assert!(
         check.stdout.contains("Upgrade available: 1.0.0 → 1.1.0"),
@@ -171,24 +212,9 @@ fn an_offered_release_is_upgraded_to_unattended_and_the_next_run_finds_nothing()
         );
         assert!(body.contains(&image), "{image} is not deployed");
     }
-    let status = instance
-        .stackwright(&["--output", "json", "status"])
-        .run()
-        .succeeded();
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
-    assert_eq!(status["installation"]["installed_release"], "1.1.0");
-    let history = instance
-        .stackwright(&["--output", "json", "history"])
-        .run()
-        .succeeded();
-    let history: serde_json::Value = serde_json::from_str(&history.stdout).expect("JSON");
-    let upgrades: Vec<&serde_json::Value> = history["operations"]
-        .as_array()
-        .expect("a list of operations")
-        .iter()
-        .filter(|entry| entry["kind"] == "upgrade")
-        .collect();
-    assert_eq!(upgrades.len(), 1, "{history}");
+    assert_eq!(installed_release(&instance), "1.1.0");
+    let upgrades = upgrades_in_history(&instance);
+    assert_eq!(upgrades.len(), 1, "{upgrades:?}");
     assert_eq!(upgrades[0]["from_release"], "1.0.0");
     assert_eq!(upgrades[0]["to_release"], "1.1.0");
     assert_eq!(upgrades[0]["result"], "succeeded");
@@ -235,42 +261,20 @@ fn an_upgrade_waits_for_the_maintenance_window_unless_the_release_is_urgent() {
     let name =
         ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][day.to_monday_zero_offset() as usize];
     let server = Server::start(None);
-    server.operator(&[
-        "rollout",
-        "1.0.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&server, "1.0.0");
     let instance = installed(
         "window",
         &server,
         &format!("\n[upgrade]\nmaintenance_window = \"{name} 00:00-01:00\"\n"),
     );
-    server.operator(&[
-        "rollout",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&server, "1.1.0");
 
-    let run = upgrade(&instance, &server, &["--unattended"])
-        .run()
-        .succeeded();
-    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let lines = unattended(&instance, &server);
     let decision = &event(&lines, "decision").expect("a decision")["decision"];
     assert_eq!(decision["decision"], "wait", "{decision}");
     assert!(decision["until"].as_str().is_some(), "{decision}");
     assert!(event(&lines, "upgrade_finished").is_none());
-    let status = instance
-        .stackwright(&["--output", "json", "status"])
-        .run()
-        .succeeded();
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
-    assert_eq!(status["installation"]["installed_release"], "1.0.0");
+    assert_eq!(installed_release(&instance), "1.0.0");
 
     // A person upgrading does not wait for the window.
     let check = upgrade(&instance, &server, &["--check"]).run().exited(2);
@@ -281,19 +285,8 @@ fn an_upgrade_waits_for_the_maintenance_window_unless_the_release_is_urgent() {
     );
 
     // The vendor marks it urgent: the job goes ahead outside the window.
-    server.operator(&[
-        "rollout",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-        "--urgent",
-    ]);
-    let run = upgrade(&instance, &server, &["--unattended"])
-        .run()
-        .succeeded();
-    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    rollout_with(&server, "1.1.0", &["--urgent"]);
+    let lines = unattended(&instance, &server);
     let decision = &event(&lines, "decision").expect("a decision")["decision"];
     assert_eq!(decision["decision"], "upgrade", "{decision}");
     assert_eq!(decision["urgent"], true);
@@ -397,23 +390,9 @@ fn a_release_that_broadens_permissions_is_parked_for_a_person() {
         &[],
     );
     let server = Server::start(Some(releases.path()));
-    server.operator(&[
-        "rollout",
-        "1.0.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&server, "1.0.0");
     let instance = installed("parked", &server, "");
-    server.operator(&[
-        "rollout",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&server, "1.1.0");
 
     let (run, requests) = crate::common::moto::record(&instance.name, || {
         upgrade(&instance, &server, &["--unattended"])
@@ -441,12 +420,7 @@ fn a_release_that_broadens_permissions_is_parked_for_a_person() {
             .all(|write| !write.starts_with("ExecuteChangeSet")),
         "{writes:?}"
     );
-    let status = instance
-        .stackwright(&["--output", "json", "status"])
-        .run()
-        .succeeded();
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
-    assert_eq!(status["installation"]["installed_release"], "1.0.0");
+    assert_eq!(installed_release(&instance), "1.0.0");
     let records = server.instances();
     assert_eq!(records[0]["last_report"]["report"]["outcome"], "parked");
     assert_eq!(records[0]["last_report"]["report"]["to_version"], "1.1.0");
@@ -480,24 +454,10 @@ fn a_release_that_may_not_be_skipped_is_applied_on_the_way() {
         })],
     );
     let server = Server::start(Some(releases.path()));
-    server.operator(&[
-        "rollout",
-        "1.0.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&server, "1.0.0");
     let instance = installed("hops", &server, "");
     for version in ["1.1.0", "1.2.0"] {
-        server.operator(&[
-            "rollout",
-            version,
-            "--channel",
-            "stable",
-            "--percent",
-            "100",
-        ]);
+        rollout(&server, version);
     }
     let check = upgrade(&instance, &server, &["--check"]).run().exited(2);
     assert!(
@@ -507,10 +467,7 @@ fn a_release_that_may_not_be_skipped_is_applied_on_the_way() {
         "{}",
         check.transcript()
     );
-    let run = upgrade(&instance, &server, &["--unattended"])
-        .run()
-        .succeeded();
-    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let lines = unattended(&instance, &server);
     let hops: Vec<(String, String)> = lines
         .iter()
         .filter(|event| event["event"] == "upgrade_finished")
@@ -529,43 +486,18 @@ fn a_release_that_may_not_be_skipped_is_applied_on_the_way() {
             ("1.1.0".to_owned(), "1.2.0".to_owned())
         ]
     );
-    let history = instance
-        .stackwright(&["--output", "json", "history"])
-        .run()
-        .succeeded();
-    let history: serde_json::Value = serde_json::from_str(&history.stdout).expect("JSON");
-    let upgrades = history["operations"]
-        .as_array()
-        .expect("operations")
-        .iter()
-        .filter(|entry| entry["kind"] == "upgrade")
-        .count();
-    assert_eq!(upgrades, 2, "{history}");
+    assert_eq!(upgrades_in_history(&instance).len(), 2);
 }
 
 #[test]
 fn a_refused_token_is_replaced_by_registering_again() {
     let first = Server::start(None);
-    first.operator(&[
-        "rollout",
-        "1.0.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&first, "1.0.0");
     let instance = installed("rereg", &first, "");
     drop(first);
     // Another control plane, with another signing key: the stored token is not its own.
     let second = Server::start(None);
-    second.operator(&[
-        "rollout",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--percent",
-        "100",
-    ]);
+    rollout(&second, "1.1.0");
 
     // The token file still holds the used registration token, which this server refuses.
     let refused = upgrade(&instance, &second, &["--check"]).run().exited(1);
