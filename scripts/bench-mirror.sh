@@ -13,7 +13,8 @@
 #   5. peak memory while copying one image with a single 1 GiB layer.
 #
 # The figures go to stdout; the README records a run. Release builds; nothing leaves 127.0.0.1.
-#   scripts/bench-mirror.sh              IMAGES=12 JOBS=8 by default
+#   scripts/bench-mirror.sh              IMAGES=12 JOBS=8 by default; BENCH_SKIP_BUILD=1 to reuse
+#                                        the release binaries already built
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -24,8 +25,11 @@ jobs=${JOBS:-8}
 scripts/dev-env.sh up >/dev/null
 # shellcheck disable=SC1091
 source target/dev-env/env.sh
-echo "bench: building release binaries"
-cargo build --quiet --release --bin stackwright --bin stackwright-release
+# BENCH_SKIP_BUILD=1 measures the release binaries already built.
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+  echo "bench: building release binaries"
+  cargo build --quiet --release --bin stackwright --bin stackwright-release
+fi
 stackwright=$root/target/release/stackwright
 tool=$root/target/release/stackwright-release
 vendor=$STACKWRIGHT_VENDOR_REGISTRY
