@@ -230,8 +230,10 @@ start_moto() {
   # The request recorder appends for ever; a new server starts a new recording.
   rm -f "$state/moto_recording"
   url="http://127.0.0.1:$port"
+  # MOTO_ACM_VALIDATION_WAIT=0: a certificate the emulator issues (`certificate` below) is
+  # ISSUED at once, as a DNS-validated one whose records exist, so that preflight accepts it.
   start_service moto "$port" "$url/moto-api/" \
-    env MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ENABLE_RECORDING=true MOTO_RECORDER_FILEPATH="$state/moto_recording" "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port"
+    env MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ACM_VALIDATION_WAIT=0 MOTO_ENABLE_RECORDING=true MOTO_RECORDER_FILEPATH="$state/moto_recording" "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port"
   local warm
   warm=$(now_ms)
   # The first call to a service loads its backend; pay for it here rather than in a test.

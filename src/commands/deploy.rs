@@ -224,6 +224,12 @@ async fn install_locked(
         return Ok(ExitStatus::Success);
     }
     if !printer.json_mode() {
+        if let Some(introduction) =
+            super::story::introduction(config, &plan, &session.identity.account)
+        {
+            printer.status(introduction);
+            printer.status("");
+        }
         printer.status(&plan);
     }
     let gate = CliGate {
@@ -304,6 +310,7 @@ async fn install_locked(
             public.to_owned(),
         ));
     }
+    let upgrade_job = super::story::UpgradeJob::from_config(config, jiff::Timestamp::now());
     if printer.json_mode() {
         printer.data(&json!({
             "changed": true,
@@ -313,6 +320,7 @@ async fn install_locked(
             "load_balancer": load_balancer,
             "dns_records": records.iter().map(|(name, target)| json!({ "name": name, "type": "CNAME", "target": target })).collect::<Vec<_>>(),
             "stacks": report.stacks,
+            "upgrade_job": upgrade_job,
         }));
     } else {
         printer.result(format!(
@@ -326,13 +334,22 @@ async fn install_locked(
                 ["Load balancer".to_owned(), load_balancer],
             ],
         ));
-        printer.result("DNS records to create:");
+        printer.result("");
+        printer.result(format!(
+            "DNS records to create in the zone of {} (a CNAME each, or an alias record at a zone apex):",
+            config.instance.domain
+        ));
         printer.result(table(
             ["NAME", "TYPE", "TARGET"],
             records
                 .into_iter()
                 .map(|(name, target)| [name, "CNAME".to_owned(), target]),
         ));
+        if config.instance.certificate_arn.is_none() {
+            printer.result("The certificate was requested from ACM: its DNS validation records (aws acm describe-certificate) must exist too before it is issued.");
+        }
+        printer.result("");
+        printer.result(upgrade_job.describe(&config.control_plane.url));
     }
     Ok(ExitStatus::Success)
 }

@@ -11,6 +11,7 @@ mod release;
 mod render;
 mod reporter;
 mod state;
+mod story;
 mod upgrade;
 
 use crate::cli::{Cli, Command, ConfigCommand, NetworkCommand, ReleaseCommand};

@@ -106,6 +106,13 @@ pub(super) async fn before_install(
     timeout: f64,
 ) -> Result<(), Error> {
     let config = &session.config;
+    if skip {
+        printer.warn("preflight skipped (--skip-preflight or STACKWRIGHT_SKIP_PREFLIGHT): quotas, leftover stacks, the certificate and connectivity were not checked");
+        if printer.json_mode() {
+            printer.json_line(&json!({ "event": "preflight", "skipped": true }));
+        }
+        return Ok(());
+    }
     // Another run at work has its stacks in progress: the lock, not preflight, says so (exit 3).
     if let Ok(Some(lease)) = session.state.lock().await
         && lease.is_live(jiff::Timestamp::now())
@@ -114,13 +121,6 @@ pub(super) async fn before_install(
             "Preflight: not run, another run holds the lock of {}.",
             config.instance.name
         ));
-        return Ok(());
-    }
-    if skip {
-        printer.warn("preflight skipped (--skip-preflight): quotas, leftover stacks, the certificate and connectivity were not checked");
-        if printer.json_mode() {
-            printer.json_line(&json!({ "event": "preflight", "skipped": true }));
-        }
         return Ok(());
     }
     printer.status("Preflight: checking the account, quotas, leftover stacks, the certificate and connectivity...");
