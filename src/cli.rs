@@ -222,9 +222,11 @@ pub struct UnlockArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
-    /// The release manifest to install.
-    #[arg(long, value_name = "PATH")]
-    pub release: PathBuf,
+    /// The release: a manifest's path, or a version verified in the signed release repository
+    /// (STACKWRIGHT_RELEASE_REPOSITORY, else the control plane's). By default, the newest
+    /// release the control plane offers this instance on its channel.
+    #[arg(long, value_name = "PATH|VERSION")]
+    pub release: Option<String>,
 }
 
 #[derive(Debug, Args)]

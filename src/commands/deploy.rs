@@ -68,11 +68,20 @@ pub(super) async fn connect(settings: &GlobalSettings) -> Result<Session, Error>
     })
 }
 
-fn render_release(
-    config: &ConfigFile,
-    release: &std::path::Path,
+async fn render_release(
+    settings: &GlobalSettings,
+    printer: &Printer,
+    session: &Session,
+    release: Option<&str>,
 ) -> Result<(ReleaseManifest, Vec<RenderedStack>), Error> {
-    let release = ReleaseManifest::load(release)?;
+    let config = &session.config;
+    let release = match release {
+        Some(release) => release.to_owned(),
+        None => super::upgrade::offered_release(settings, session, printer)
+            .await?
+            .to_string(),
+    };
+    let release = super::release::load(settings, Some(config), &release).await?;
     let stacks = render::render_all(config, &release)?;
     Ok((release, stacks))
 }
@@ -92,7 +101,8 @@ pub fn plan(
 ) -> Result<ExitStatus, Error> {
     block_on(async {
         let session = connect(settings).await?;
-        let (_, stacks) = render_release(&session.config, &args.release)?;
+        let (_, stacks) =
+            render_release(settings, printer, &session, args.release.as_deref()).await?;
         let plan = provision::plan(
             &session.deployer,
             &session.config.instance.name,
@@ -126,7 +136,8 @@ pub fn install(
         let started = Instant::now();
         let session = connect(settings).await?;
         let config = &session.config;
-        let (release, stacks) = render_release(config, &args.release.release)?;
+        let (release, stacks) =
+            render_release(settings, printer, &session, args.release.release.as_deref()).await?;
         super::preflight::before_install(printer, &session, args.skip_preflight, args.dial_timeout)
             .await?;
         printer.status(format!(

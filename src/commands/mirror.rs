@@ -1,7 +1,6 @@
 //! `stackwright mirror`: a release's images into the instance's ECR repositories, or a list of
 //! images between two registries; progress as bars, lines or JSON, then the summary.
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use crate::mirror::{
 };
 use crate::output::{Printer, Verbosity};
 use crate::provision::ProvisionError;
-use crate::release::{self, ReleaseManifest, ReleaseSelection, RepositorySource};
+use crate::release::ReleaseManifest;
 use crate::settings::GlobalSettings;
 
 use super::deploy::block_on;
@@ -109,32 +108,8 @@ pub fn mirror(
 
 /// A manifest from a path, or a version verified from the release repository.
 async fn load_release(settings: &GlobalSettings, release: &str) -> Result<ReleaseManifest, Error> {
-    let path = Path::new(release);
-    let version = semver::Version::parse(release.trim_start_matches('v'));
-    match version {
-        Ok(version) if !path.exists() => {
-            let repository = std::env::var("STACKWRIGHT_RELEASE_REPOSITORY").map_err(|_| {
-                Error::Usage {
-                    message: format!(
-                        "release {version} is a version, and no release repository is set to find it in"
-                    ),
-                    hint: "set STACKWRIGHT_RELEASE_REPOSITORY to the vendor's release repository, or pass the manifest's path".into(),
-                }
-            })?;
-            let source: RepositorySource = repository.parse()?;
-            let trusted_root = settings.trusted_root(None)?;
-            let verified = release::verify(
-                &source,
-                &trusted_root,
-                jiff::Timestamp::now(),
-                None,
-                &ReleaseSelection::Version(version),
-            )
-            .await?;
-            Ok(verified.manifest)
-        }
-        _ => Ok(ReleaseManifest::load(path)?),
-    }
+    let config = settings.load_config().ok();
+    super::release::load(settings, config.as_ref(), release).await
 }
 
 /// Progress for people or programs: one bar of bytes on a terminal, a line per image

@@ -725,3 +725,60 @@ pub(super) async fn after_install(
         ));
     }
 }
+
+/// The release a first install takes by default: the newest the control plane offers this
+/// instance on its channel, which means registering first.
+pub(super) async fn offered_release(
+    settings: &GlobalSettings,
+    session: &Session,
+    printer: &Printer,
+) -> Result<Version, Error> {
+    let config = &session.config;
+    let plane = HttpControlPlane::for_url(&config.control_plane.url)?;
+    let identity = ensure_identity(settings, session, &plane, printer)
+        .await?
+        .ok_or_else(|| Error::Usage {
+            message: "no release was named, and the control plane cannot be asked which one to install before the instance registers".into(),
+            hint: format!(
+                "pass --release VERSION (or a manifest's path), or put the vendor's registration token in {} or STACKWRIGHT_REGISTRATION_TOKEN",
+                config.control_plane.registration_token_file.display()
+            ),
+        })?;
+    let installed = session
+        .state
+        .installation()
+        .await
+        .ok()
+        .flatten()
+        .and_then(|record| record.installed_release)
+        .and_then(|text| text.parse().ok());
+    let offer = plane
+        .check_update(
+            &identity.credentials(),
+            &UpdateQuery {
+                channel: config.release.channel.clone(),
+                installed_version: installed,
+            },
+        )
+        .await?;
+    let newest = offer
+        .releases
+        .iter()
+        .map(|release| release.version.clone())
+        .filter(|version| config.release.pin.as_ref().is_none_or(|pin| version <= pin))
+        .max()
+        .ok_or_else(|| Error::Usage {
+            message: format!(
+                "the control plane offers no release on channel \"{}\" to this instance",
+                config.release.channel
+            ),
+            hint:
+                "pass --release VERSION, or ask the vendor to roll a release out to this instance"
+                    .into(),
+        })?;
+    printer.status(format!(
+        "The control plane offers release {newest} on channel \"{}\"",
+        config.release.channel
+    ));
+    Ok(newest)
+}

@@ -533,3 +533,65 @@ fn a_refused_token_is_replaced_by_registering_again() {
     );
     assert_eq!(second.instances().as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn a_first_install_takes_the_release_the_control_plane_offers_or_the_version_named() {
+    let server = Server::start(None);
+    rollout(&server, "1.0.0");
+    let instance = Instance::new("offered", CONFIG);
+
+    // Not registered, no release named: nothing to ask, and the fix is named.
+    let refused = instance
+        .stackwright(&["install"])
+        .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
+        .run()
+        .exited(64);
+    assert!(
+        refused.stderr.contains("hint: pass --release VERSION"),
+        "{}",
+        refused.transcript()
+    );
+    assert_eq!(server.instances(), serde_json::json!([]));
+
+    let token = server.operator(&["registration-token"]);
+    std::fs::write(instance.directory().join("stackwright.token"), token.trim())
+        .expect("the token file");
+    let install = instance
+        .stackwright(&["install"])
+        .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
+        .run()
+        .succeeded();
+    assert!(
+        install
+            .stderr
+            .contains("The control plane offers release 1.0.0 on channel \"stable\""),
+        "{}",
+        install.transcript()
+    );
+    assert_eq!(installed_release(&instance), "1.0.0");
+
+    // A version named is verified in the control plane's signed repository, offered or not.
+    let plan = instance
+        .stackwright(&["plan", "--release", "1.1.0"])
+        .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
+        .run()
+        .exited(2);
+    assert!(
+        plan.stdout
+            .contains(&format!("{}: update", instance.stack("platform"))),
+        "{}",
+        plan.transcript()
+    );
+    let missing = instance
+        .stackwright(&["plan", "--release", "9.9.9"])
+        .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
+        .run()
+        .exited(1);
+    assert!(
+        missing
+            .stderr
+            .contains("has no release 9.9.9 (it lists: 1.0.0, 1.1.0)"),
+        "{}",
+        missing.transcript()
+    );
+}
