@@ -48,10 +48,17 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 registry_pid() { cat "target/dev-env/$1.pid"; }
 written() { awk '/^wchar/ { print $2 }' "/proc/$(registry_pid vendor-registry)/io"; }
 
+# skopeo remembers where it has seen each blob (a cache in /var/lib/containers/cache for root)
+# and mounts from there, even from another tool's or an earlier run's namespace. stackwright keeps
+# no such cache between runs, so skopeo starts each measurement without it too.
+skopeo_cache=/var/lib/containers/cache/blob-info-cache-v1.boltdb
+[ "$(id -u)" -eq 0 ] || skopeo_cache=${XDG_DATA_HOME:-$HOME/.local/share}/containers/cache/blob-info-cache-v1.boltdb
+
 # measure NAME COMMAND...: runs it under GNU time; sets last_ms, last_rss_kib, last_bytes.
 measure() {
   local name=$1 start before
   shift
+  rm -f "$skopeo_cache"
   before=$(written)
   start=$(now)
   if ! /usr/bin/time -v -o "$work/$name.time" "$@" >"$work/$name.out" 2>"$work/$name.err"; then
@@ -111,7 +118,7 @@ sync=run$run_id-skopeo-sync
 mirror_args() { # LIST NAMESPACE
   echo --output json mirror --images "$1" --from "$vendor/bench/release" --to "$customer/$2" --plain-http --jobs "$jobs"
 }
-skopeo_sync=(skopeo sync --all --preserve-digests --quiet --src yaml --dest docker --src-authfile "$auth"
+skopeo_sync=(skopeo sync --all --preserve-digests --src yaml --dest docker --src-authfile "$auth"
   --dest-authfile "$auth" --dest-tls-verify=false)
 bytes_of() { sed -n 's/.*"bytes_copied": *\([0-9]*\).*/\1/p' "$work/$1.out"; }
 
