@@ -164,10 +164,17 @@ impl AwsAccount {
         let mut unique = subnets.clone();
         unique.sort();
         unique.dedup();
+        // A filter, not SubnetIds: a subnet deleted under a gateway that is going away must not
+        // fail the count (SubnetIds refuses an unknown ID); such a gateway counts as "unknown".
         let output = self
             .ec2
             .describe_subnets()
-            .set_subnet_ids(Some(unique))
+            .filters(
+                Filter::builder()
+                    .name("subnet-id")
+                    .set_values(Some(unique))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|error| sdk_error("ec2:DescribeSubnets", error))?;

@@ -332,7 +332,10 @@ pub async fn run<A: AccountReader, S: StackDeployer, D: Dialer>(
                 }
                 checks.push(region_check(reader, &config.instance.region).await);
                 checks.extend(stack_checks(deployer, &config.instance.name).await);
-                checks.extend(quota_checks(reader, config).await);
+                match existing_network(deployer, &config.instance.name).await {
+                    Some(check) => checks.push(check),
+                    None => checks.extend(quota_checks(reader, config).await),
+                }
                 checks.push(certificate_check(reader, config, now).await);
                 (checks, found.map(|identity| identity.account))
             }
@@ -491,6 +494,26 @@ pub async fn stack_checks<S: StackDeployer>(deployer: &S, instance: &str) -> Vec
     checks
 }
 
+/// When the instance's network stack is already in place, an install updates it: the VPC,
+/// gateways and addresses it counts against the quotas exist already, and counting them again
+/// as new would report a shortfall that is not there.
+async fn existing_network<S: StackDeployer>(deployer: &S, instance: &str) -> Option<Check> {
+    let name = StackKind::Network.stack_name(instance);
+    let state = deployer.describe_stack(&name).await.ok()??;
+    if matches!(
+        state.status.as_str(),
+        "ROLLBACK_COMPLETE" | "REVIEW_IN_PROGRESS" | "DELETE_COMPLETE"
+    ) {
+        return None;
+    }
+    Some(
+        Check::new("quota", "quotas", Outcome::Pass).detail(format!(
+            "{name} exists ({}): an install updates it, so its VPC, gateways and addresses are counted already",
+            state.status
+        )),
+    )
+}
+
 async fn quota_checks<A: AccountReader>(reader: &A, config: &ConfigFile) -> Vec<Check> {
     let region = &config.instance.region;
     let mut checks = Vec::new();
@@ -541,7 +564,12 @@ async fn quota_checks<A: AccountReader>(reader: &A, config: &ConfigFile) -> Vec<
                     QuotaResource::ElasticIps | QuotaResource::NatGatewaysPerZone
                 )
             {
-                fix.push_str("; or use fewer availability zones (network.availability_zones = 2), or the all-private mode, which needs no NAT gateway");
+                if config.network.availability_zones > 2 {
+                    fix.push_str(
+                        "; or use fewer availability zones (network.availability_zones = 2)",
+                    );
+                }
+                fix.push_str("; or use the all-private mode, which needs no NAT gateway");
             }
             Check::new(id, title, Outcome::Fail)
                 .detail(format!("{detail}: short by {}", spec.needed - available))

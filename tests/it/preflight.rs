@@ -421,6 +421,17 @@ fn preflight_finds_a_stack_left_in_progress_and_install_stops_there() {
         "{found:#}"
     );
 
+    // The network stack is there already: its VPC is not counted against the quota again.
+    let quotas = check(&report, "quota");
+    assert_eq!(quotas["outcome"], "pass", "{quotas:#}");
+    assert!(
+        quotas["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("{stack} exists (CREATE_IN_PROGRESS)")),
+        "{quotas:#}"
+    );
+
     // install runs the same checks first and stops before creating anything.
     let install = instance
         .stackwright(&[
