@@ -35,6 +35,9 @@ pub struct OciRegistry {
     tokens: tokio::sync::Mutex<HashMap<(String, bool), Option<Secret>>>,
     /// Repositories the registry has been authenticated for through `oci-client`.
     authenticated: Mutex<HashMap<(String, bool), ()>>,
+    /// Set once the registry has answered a challenge without issuing a bearer token: it takes
+    /// the credentials as they are for every repository, so our own requests skip the challenge.
+    takes_credentials_as_they_are: std::sync::atomic::AtomicBool,
 }
 
 impl OciRegistry {
@@ -75,6 +78,7 @@ impl OciRegistry {
             http,
             tokens: tokio::sync::Mutex::new(HashMap::new()),
             authenticated: Mutex::new(HashMap::new()),
+            takes_credentials_as_they_are: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -123,7 +127,21 @@ impl OciRegistry {
         {
             return Ok(());
         }
-        self.token(repository, push).await?;
+        // oci-client keeps its credentials per repository and operation: it needs its own
+        // challenge for each, whatever the registry said before.
+        let operation = if push {
+            RegistryOperation::Push
+        } else {
+            RegistryOperation::Pull
+        };
+        self.client
+            .auth(
+                &self.reference(repository, "latest"),
+                &self.registry_auth(),
+                operation,
+            )
+            .await
+            .map_err(|error| self.map_error(repository, "authentication", error))?;
         if let Ok(mut seen) = self.authenticated.lock() {
             seen.insert(key, ());
         }
@@ -132,8 +150,16 @@ impl OciRegistry {
 
     /// The bearer token for a repository, fetched once; `None` for Basic or anonymous access.
     async fn token(&self, repository: &str, push: bool) -> Result<Option<Secret>, RegistryError> {
+        use std::sync::atomic::Ordering;
+        if self.takes_credentials_as_they_are.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let key = (repository.to_owned(), push);
         let mut tokens = self.tokens.lock().await;
+        // Another request may have learnt it while this one waited for the lock.
+        if self.takes_credentials_as_they_are.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         if let Some(token) = tokens.get(&key) {
             return Ok(token.clone());
         }
@@ -149,6 +175,10 @@ impl OciRegistry {
             .await
             .map_err(|error| self.map_error(repository, "authentication", error))?
             .map(Secret::new);
+        if token.is_none() {
+            self.takes_credentials_as_they_are
+                .store(true, Ordering::Relaxed);
+        }
         tokens.insert(key, token.clone());
         Ok(token)
     }
