@@ -208,6 +208,12 @@ pub struct UpgradeArgs {
     pub unattended: bool,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Upgrade without running the preflight checks first (said so in the output).
+    #[arg(long, env = "STACKWRIGHT_SKIP_PREFLIGHT", value_parser = clap::builder::FalseyValueParser::new())]
+    pub skip_preflight: bool,
+    /// Seconds each connectivity check of the preflight may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub dial_timeout: f64,
 }
 
 #[derive(Debug, Args)]

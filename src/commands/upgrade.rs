@@ -193,6 +193,9 @@ pub fn upgrade(
                 });
             }
         };
+        // What would stop an install stops an upgrade too, before the lock is taken.
+        super::preflight::before_install(printer, &session, args.skip_preflight, args.dial_timeout)
+            .await?;
         let mut from = installed;
         let mut status = ExitStatus::Success;
         for version in path {

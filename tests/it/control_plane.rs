@@ -555,7 +555,7 @@ async fn control_plane_refresh_works_until_the_token_expires() {
         .unwrap_err();
     let hint = error.hint().unwrap_or_default();
     assert_eq!(refusal(error), "token_expired");
-    assert!(hint.contains("register the instance again"), "{hint}");
+    assert!(hint.contains("the instance registers anew"), "{hint}");
     let error = client.refresh(&credentials).await.unwrap_err();
     assert_eq!(refusal(error), "token_expired");
 }
