@@ -361,6 +361,7 @@ start_control-plane() {
   port=$(free_port "${1:-}")
   dir="$state/control-plane"
   mkdir -p "$dir"
+  say "control-plane: building stackwright-control-plane (a first run compiles the project: minutes)"
   if ! cargo build --quiet --all-features --bin stackwright-control-plane; then
     err "control-plane: cannot build stackwright-control-plane"
     return 1
