@@ -4,8 +4,8 @@
 
 mod cloudformation;
 mod dynamodb;
-mod secrets;
 mod preflight;
+mod secrets;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -14,8 +14,8 @@ use serde::Serialize;
 
 pub use cloudformation::CloudFormation;
 pub use dynamodb::DynamoStateStore;
-pub use secrets::{IdentitySecret, StoredIdentity};
 pub use preflight::AwsAccount;
+pub use secrets::{IdentitySecret, StoredIdentity};
 
 use crate::provision::DeployError;
 

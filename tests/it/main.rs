@@ -2,8 +2,8 @@
 
 mod common;
 mod config;
-mod init;
 mod control_plane;
+mod init;
 mod lint;
 mod mirror;
 mod network;
