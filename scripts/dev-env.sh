@@ -9,7 +9,7 @@
 #   scripts/dev-env.sh status   print what runs; exit 0 if everything runs, 3 if not
 #   scripts/dev-env.sh env      print the path of env.sh: source "$(scripts/dev-env.sh env)"
 #   scripts/dev-env.sh reset    forget everything moto holds (POST /moto-api/reset)
-#   scripts/dev-env.sh seed     push the example releases' images to the vendor registry
+#   scripts/dev-env.sh seed     push the example releases' images to the vendor registry (up does)
 #
 # State lives in target/dev-env/: NAME.pid, NAME.log and NAME.info (port, readiness URL, and
 # the program name used to make sure a PID still belongs to the service) for each service.
@@ -420,6 +420,11 @@ cmd_up() {
     ensure "$name"
   done
   write_env
+  # The example releases' images, which the tests and the demo mirror and upgrade between.
+  local seeded
+  seeded=$(now_ms)
+  cmd_seed >/dev/null
+  say "vendor-registry: the example releases' images are in place ($(elapsed "$seeded"))"
   echo
   for name in "${SERVICES[@]}"; do
     read_info "$name"
@@ -512,7 +517,8 @@ cmd_seed() {
     return 3
   fi
   local port=$svc_port
-  cargo build --quiet --bin stackwright-release
+  # --all-features: the same build as the tests' and the control plane's, not a second one.
+  cargo build --quiet --all-features --bin stackwright-release
   REGISTRY_AUTH_FILE="$state/registry-auth.json" target/debug/stackwright-release images \
     --push-to "127.0.0.1:$port" --plain-http
 }
