@@ -22,14 +22,15 @@ cd "$root"
 images=${IMAGES:-12}
 jobs=${JOBS:-8}
 
-scripts/dev-env.sh up >/dev/null
-# shellcheck disable=SC1091
-source target/dev-env/env.sh
 # BENCH_SKIP_BUILD=1 measures the release binaries already built.
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   echo "bench: building release binaries"
-  cargo build --quiet --release --bin stackwright --bin stackwright-release
+  cargo build --quiet --release --bins
 fi
+# The local services run the same release binaries.
+STACKWRIGHT_BIN_DIR="$root/target/release" scripts/dev-env.sh up >/dev/null
+# shellcheck disable=SC1091
+source target/dev-env/env.sh
 stackwright=$root/target/release/stackwright
 tool=$root/target/release/stackwright-release
 vendor=$STACKWRIGHT_VENDOR_REGISTRY

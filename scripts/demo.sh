@@ -15,6 +15,8 @@ show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 step "Building stackwright"
 cargo build --release --quiet
 export PATH="$root/target/release:$PATH"
+# The local services run this build's control plane and release tool, not a second debug build.
+export STACKWRIGHT_BIN_DIR="$root/target/release"
 release1="manifests/releases/1.0.0.json"
 release2="manifests/releases/1.1.0.json"
 out="target/demo"

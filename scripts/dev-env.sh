@@ -11,6 +11,9 @@
 #   scripts/dev-env.sh reset    forget everything moto holds (POST /moto-api/reset)
 #   scripts/dev-env.sh seed     push the example releases' images to the vendor registry (up does)
 #
+# STACKWRIGHT_BIN_DIR, when set, names a directory holding this project's binaries already built
+# (the test suite and the demo build first); otherwise `up` builds what it runs.
+#
 # State lives in target/dev-env/: NAME.pid, NAME.log and NAME.info (port, readiness URL, and
 # the program name used to make sure a PID still belongs to the service) for each service.
 # A service is one `start_NAME` function calling `start_service`, plus an optional `env_NAME`
@@ -352,22 +355,40 @@ EOF
 }
 
 # --- control-plane: the reference control plane ---------------------------------------------
-# Built from this repository (cargo reuses the test build), serving the releases and the signed
+# Built from this repository (or taken from STACKWRIGHT_BIN_DIR), serving the releases and the signed
 # repository in manifests/. Its database, signing key and admin credential (mode 0600) live in
 # target/dev-env/control-plane/; the credential is new at every start.
+
+# Prints the path of one of this project's binaries. With STACKWRIGHT_BIN_DIR set (the test
+# suite and the demo build first and point it at their build), the binary comes from there;
+# otherwise it is built here, with the test suite's features.
+project_binary() {
+  local name=$1
+  if [ -n "${STACKWRIGHT_BIN_DIR:-}" ]; then
+    if [ ! -x "$STACKWRIGHT_BIN_DIR/$name" ]; then
+      err "$name is not in STACKWRIGHT_BIN_DIR ($STACKWRIGHT_BIN_DIR): build it first, or unset the variable"
+      return 1
+    fi
+    printf '%s\n' "$STACKWRIGHT_BIN_DIR/$name"
+    return 0
+  fi
+  say "building $name (a first run compiles the project: minutes)" >&2
+  if ! cargo build --quiet --all-features --bin "$name"; then
+    err "cannot build $name"
+    return 1
+  fi
+  printf '%s\n' "$root/target/debug/$name"
+}
 
 start_control-plane() {
   local port dir
   port=$(free_port "${1:-}")
   dir="$state/control-plane"
   mkdir -p "$dir"
-  say "control-plane: building stackwright-control-plane (a first run compiles the project: minutes)"
-  if ! cargo build --quiet --all-features --bin stackwright-control-plane; then
-    err "control-plane: cannot build stackwright-control-plane"
-    return 1
-  fi
+  local bin
+  bin=$(project_binary stackwright-control-plane) || return 1
   start_service control-plane "$port" "http://127.0.0.1:$port/healthz" \
-    "$root/target/debug/stackwright-control-plane" serve --listen "127.0.0.1:$port" \
+    "$bin" serve --listen "127.0.0.1:$port" \
     --releases "$root/manifests" --database "$dir/control-plane.sqlite" || return 1
   say "control-plane: started on http://127.0.0.1:$port (pid $(<"$(pid_file control-plane)"), ready in $svc_started_in)"
 }
@@ -517,9 +538,9 @@ cmd_seed() {
     return 3
   fi
   local port=$svc_port
-  # --all-features: the same build as the tests' and the control plane's, not a second one.
-  cargo build --quiet --all-features --bin stackwright-release
-  REGISTRY_AUTH_FILE="$state/registry-auth.json" target/debug/stackwright-release images \
+  local tool
+  tool=$(project_binary stackwright-release) || return 1
+  REGISTRY_AUTH_FILE="$state/registry-auth.json" "$tool" images \
     --push-to "127.0.0.1:$port" --plain-http
 }
 

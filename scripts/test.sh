@@ -10,6 +10,18 @@ cd "$root"
 scripts/dev-tools.sh
 export PATH="$root/.venv/bin:$PATH"
 
+echo "test: formatting"
+cargo fmt --all -- --check
+echo "test: clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+# One build serves the tests and the local services: the control plane and the release tool the
+# environment runs are the binaries this build puts in target/debug (built with the tests'
+# features; a separate `cargo build` would compile every dependency a second time).
+echo "test: building the tests"
+cargo nextest run --all-features --no-run
+export STACKWRIGHT_BIN_DIR="$root/target/debug"
+
 # Start the emulator unless it already runs, and stop it afterwards only if this run started it.
 started_env=""
 if ! scripts/dev-env.sh status >/dev/null 2>&1; then
@@ -19,10 +31,6 @@ cleanup() { [ -z "$started_env" ] || scripts/dev-env.sh down >/dev/null 2>&1 || 
 trap cleanup EXIT
 scripts/dev-env.sh up
 
-echo "test: formatting"
-cargo fmt --all -- --check
-echo "test: clippy"
-cargo clippy --all-targets --quiet -- -D warnings
 echo "test: tests"
 cargo nextest run --all-features --no-fail-fast --failure-output=final \
   --status-level=fail --final-status-level=slow "$@"
