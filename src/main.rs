@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use stackwright::cli::{Cli, OutputFormat};
+use stackwright::cli::{Cli, Command, OutputFormat};
 use stackwright::error::ExitStatus;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -18,6 +18,10 @@ fn main() -> ExitCode {
             };
         }
     };
+    // The scheduled job logs one JSON object per line, its errors and logs included.
+    if matches!(&cli.command, Command::Upgrade(args) if args.unattended) {
+        cli.global.output = OutputFormat::Json;
+    }
     init_logging(cli.global.verbose, cli.global.output);
     stackwright::commands::run(cli).into()
 }

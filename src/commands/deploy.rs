@@ -421,15 +421,23 @@ pub(super) async fn record_failure(
     if journal.completed.is_empty() {
         return error;
     }
+    // After a completed rollback the instance runs what it ran before: its status stands.
+    let rolled_back = matches!(&error, Error::Provision(error) if error.rolled_back());
     let entry = journal.finish(
-        OperationResult::Failed,
+        if rolled_back {
+            OperationResult::RolledBack
+        } else {
+            OperationResult::Failed
+        },
         Some(error.to_string()),
         operation.now(),
     );
     let mut writes = vec![StateWrite::History(entry)];
     if let Some(mut installation) = installation.filter(|_| journal.kind != OperationKind::Teardown)
     {
-        installation.status = InstallationStatus::Failed;
+        if !rolled_back {
+            installation.status = InstallationStatus::Failed;
+        }
         installation.operation_id = journal.operation_id.clone();
         installation.updated_at = operation.now();
         writes.push(StateWrite::Installation(installation));

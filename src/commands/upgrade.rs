@@ -446,7 +446,7 @@ async fn apply_hop(
             {
                 return Err(error);
             }
-            let outcome = if matches!(&error, Error::Provision(_)) {
+            let outcome = if matches!(&error, Error::Provision(error) if error.rolled_back()) {
                 Outcome::RolledBack
             } else {
                 Outcome::Failed
@@ -477,10 +477,18 @@ async fn apply_hop(
             "the result was not reported to the control plane: {error}"
         ));
     }
-    result?;
     let seconds = started.elapsed().as_secs_f64();
     if printer.json_mode() {
         printer.json_line(&json!({ "event": "upgrade_finished", "from": from, "to": to, "outcome": outcome, "seconds": seconds, "detail": detail }));
+    }
+    if let Err(error) = result {
+        if outcome == Outcome::RolledBack && !printer.json_mode() {
+            printer.warn(format!(
+                "the upgrade to {to} failed and CloudFormation rolled it back: {} still runs {from}; {to} is skipped from now on (retry it with `stackwright upgrade --to {to}`)",
+                session.config.instance.name
+            ));
+        }
+        return Err(error);
     }
     match outcome {
         Outcome::Parked => {
@@ -652,6 +660,7 @@ pub(super) async fn send_heartbeat(
         outcome: match entry.result {
             OperationResult::Succeeded => Outcome::Succeeded,
             OperationResult::Parked => Outcome::Parked,
+            OperationResult::RolledBack => Outcome::RolledBack,
             _ => Outcome::Failed,
         },
         from_version: entry.from_release.and_then(|text| text.parse().ok()),

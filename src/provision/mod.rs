@@ -226,6 +226,12 @@ pub enum ProvisionError {
 }
 
 impl ProvisionError {
+    /// Whether CloudFormation undid the failed update: the stack is back as it was before the
+    /// operation, healthy, at its previous template.
+    pub fn rolled_back(&self) -> bool {
+        matches!(self, ProvisionError::StackFailed { status, .. } if status == "UPDATE_ROLLBACK_COMPLETE")
+    }
+
     pub fn deploy(stack: &str, source: DeployError) -> Self {
         ProvisionError::Deploy {
             stack: stack.to_owned(),

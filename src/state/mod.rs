@@ -311,6 +311,9 @@ pub struct OperationInputs {
 pub enum OperationResult {
     Succeeded,
     Failed,
+    /// Failed, and CloudFormation undid the change: the instance runs what it ran before.
+    #[serde(rename = "rolled_back")]
+    RolledBack,
     /// An interrupted operation that a later run of the same kind, asked something else,
     /// replaced.
     Abandoned,
@@ -323,6 +326,7 @@ impl fmt::Display for OperationResult {
         formatter.write_str(match self {
             OperationResult::Succeeded => "succeeded",
             OperationResult::Failed => "failed",
+            OperationResult::RolledBack => "rolled back",
             OperationResult::Abandoned => "abandoned",
             OperationResult::Parked => "parked",
         })

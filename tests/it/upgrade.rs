@@ -5,6 +5,9 @@
 //! hold the result, and the next run finds nothing to do; the maintenance window holds an
 //! upgrade back unless the release is urgent.
 
+use std::sync::{Arc, Mutex};
+
+use crate::common::cloudformation_replay::{Answer, Endpoint, element, fixture};
 use crate::common::control_plane::Server;
 use crate::common::moto::{Cloud, Instance, Run};
 use crate::common::release;
@@ -140,6 +143,29 @@ fn digest(version: &str, component: &str) -> String {
         .expect("the component's digest")
 }
 
+/// The platform stack in moto runs `version`'s images, from the instance's own repositories.
+fn assert_platform_runs(instance: &Instance, version: &str) {
+    let cloud = Cloud::connect();
+    let template = cloud
+        .block_on(
+            cloud
+                .cloudformation
+                .get_template()
+                .stack_name(instance.stack("platform"))
+                .send(),
+        )
+        .expect("GetTemplate");
+    let body = template.template_body().unwrap_or_default();
+    for component in ["dashboard", "server", "workspace-manager"] {
+        let image = format!(
+            "{}/{component}@{}",
+            instance.name,
+            digest(version, component)
+        );
+        assert!(body.contains(&image), "{image} is not deployed");
+    }
+}
+
 #[test]
 fn an_offered_release_is_upgraded_to_unattended_and_the_next_run_finds_nothing() {
     let server = Server::start(None);
@@ -193,25 +219,7 @@ fn an_offered_release_is_upgraded_to_unattended_and_the_next_run_finds_nothing()
     }
 
     // The platform stack runs the new images, from the instance's own repositories.
-    let cloud = Cloud::connect();
-    let template = cloud
-        .block_on(
-            cloud
-                .cloudformation
-                .get_template()
-                .stack_name(instance.stack("platform"))
-                .send(),
-        )
-        .expect("GetTemplate");
-    let body = template.template_body().unwrap_or_default();
-    for component in ["dashboard", "server", "workspace-manager"] {
-        let image = format!(
-            "{}/{component}@{}",
-            instance.name,
-            digest("1.1.0", component)
-        );
-        assert!(body.contains(&image), "{image} is not deployed");
-    }
+    assert_platform_runs(&instance, "1.1.0");
     assert_eq!(installed_release(&instance), "1.1.0");
     let upgrades = upgrades_in_history(&instance);
     assert_eq!(upgrades.len(), 1, "{upgrades:?}");
@@ -593,5 +601,281 @@ fn a_first_install_takes_the_release_the_control_plane_offers_or_the_version_nam
             .contains("has no release 9.9.9 (it lists: 1.0.0, 1.1.0)"),
         "{}",
         missing.transcript()
+    );
+}
+
+/// A CloudFormation endpoint under which the platform stack's next update fails and is rolled
+/// back, as CloudFormation reports it (recorded in `tests/fixtures/cloudformation/`): moto
+/// applies every update it is given, so the change set is never executed there and the stack
+/// keeps its template, as it would after a real rollback.
+fn rolling_back_platform(instance: &Instance) -> Endpoint {
+    let platform = instance.stack("platform");
+    let change_set: Arc<Mutex<Option<String>>> = Arc::default();
+    // When the update was executed: the recorded events are stamped from there, once.
+    let executed: Arc<Mutex<Option<jiff::Timestamp>>> = Arc::default();
+    Endpoint::start(move |call| {
+        let on_platform = call.param("StackName") == Some(platform.as_str());
+        let started = *executed.lock().expect("the execution time");
+        match (call.action.as_str(), started) {
+            ("CreateChangeSet", _) if on_platform => {
+                let change_set = change_set.clone();
+                Answer::Rewrite(Box::new(move |body| {
+                    *change_set.lock().expect("the change set") =
+                        element(&body, "Id").map(str::to_owned);
+                    body
+                }))
+            }
+            ("ExecuteChangeSet", _)
+                if call.param("ChangeSetName").is_some()
+                    && call.param("ChangeSetName")
+                        == change_set.lock().expect("the change set").as_deref() =>
+            {
+                *executed.lock().expect("the execution time") = Some(jiff::Timestamp::now());
+                Answer::Replay(fixture("execute-change-set.xml", &[]))
+            }
+            ("DescribeStacks", Some(_)) if on_platform => Answer::Rewrite(Box::new(|body| {
+                let status = element(&body, "StackStatus").unwrap_or_default().to_owned();
+                body.replacen(
+                    &format!("<StackStatus>{status}</StackStatus>"),
+                    "<StackStatus>UPDATE_ROLLBACK_COMPLETE</StackStatus>",
+                    1,
+                )
+            })),
+            ("DescribeStackEvents", Some(started)) if on_platform => {
+                let stack = platform.clone();
+                Answer::Rewrite(Box::new(move |body| {
+                    let stack_id = element(&body, "StackId").unwrap_or_default().to_owned();
+                    let at = |seconds: i64| {
+                        (started + jiff::SignedDuration::from_secs(seconds))
+                            .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+                            .to_string()
+                    };
+                    let service = format!(
+                        "arn:aws:ecs:us-east-1:123456789012:service/{stack}/{stack}-server"
+                    );
+                    let uuid = stack_id.rsplit('/').next().unwrap_or_default().to_owned();
+                    let times: Vec<String> = (0..6).map(|step| at(step * 20)).collect();
+                    let mut values = vec![
+                        ("stack", stack.as_str()),
+                        ("stack_id", stack_id.as_str()),
+                        ("stack_uuid", uuid.as_str()),
+                        ("service_arn", service.as_str()),
+                    ];
+                    let keys = ["t0", "t1", "t2", "t3", "t4", "t5"];
+                    values.extend(
+                        keys.iter()
+                            .zip(&times)
+                            .map(|(key, time)| (*key, time.as_str())),
+                    );
+                    let recorded = fixture("update-rollback-events.xml", &values);
+                    body.replacen("<StackEvents>", &format!("<StackEvents>{recorded}"), 1)
+                }))
+            }
+            _ => Answer::Forward,
+        }
+    })
+}
+
+#[test]
+fn a_failed_upgrade_is_rolled_back_reported_and_skipped_on_the_next_run() {
+    let server = Server::start(None);
+    rollout(&server, "1.0.0");
+    let instance = installed("rollback", &server, "");
+    rollout(&server, "1.1.0");
+
+    let endpoint = rolling_back_platform(&instance);
+    let run = upgrade(&instance, &server, &["--unattended"])
+        .env("AWS_ENDPOINT_URL_CLOUDFORMATION", &endpoint.url)
+        .run()
+        .exited(1);
+    assert!(
+        endpoint
+            .actions()
+            .iter()
+            .any(|action| action == "ExecuteChangeSet"),
+        "{:?}",
+        endpoint.actions()
+    );
+    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let finished = event(&lines, "upgrade_finished").expect("a result");
+    assert_eq!(finished["outcome"], "rolled_back", "{}", run.transcript());
+    assert_eq!(finished["to"], "1.1.0");
+    // The root cause is the first resource that failed, not the stack's summary.
+    let detail = finished["detail"].as_str().unwrap_or_default();
+    for expected in [
+        "UPDATE_ROLLBACK_COMPLETE",
+        "ServerService",
+        "ECS Deployment Circuit Breaker was triggered",
+    ] {
+        assert!(detail.contains(expected), "{expected} missing in {detail}");
+    }
+    let error = lines
+        .iter()
+        .find(|line| line["level"] == "error")
+        .expect("the error, as a JSON line");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("UPDATE_ROLLBACK_COMPLETE"),
+        "{error}"
+    );
+
+    // The instance runs 1.0.0 as before, and its record says so.
+    assert_platform_runs(&instance, "1.0.0");
+    let status = instance
+        .stackwright(&["--output", "json", "status"])
+        .run()
+        .succeeded();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    assert_eq!(status["installation"]["installed_release"], "1.0.0");
+    assert_eq!(status["installation"]["status"], "installed", "{status}");
+    assert_eq!(
+        status["installation"]["failed_releases"],
+        serde_json::json!(["1.1.0"])
+    );
+    let upgrades = upgrades_in_history(&instance);
+    assert_eq!(upgrades.len(), 1, "{upgrades:?}");
+    assert_eq!(upgrades[0]["result"], "rolled_back");
+    assert_eq!(upgrades[0]["to_release"], "1.1.0");
+
+    // The control plane holds the result.
+    let records = server.instances();
+    let report = &records[0]["last_report"]["report"];
+    assert_eq!(report["kind"], "upgrade");
+    assert_eq!(report["to_version"], "1.1.0");
+    assert_eq!(report["outcome"], "rolled_back");
+    assert!(
+        report["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ECS Deployment Circuit Breaker was triggered"),
+        "{report}"
+    );
+
+    // The next run skips 1.1.0 and changes nothing.
+    let (again, requests) = crate::common::moto::record(&instance.name, || {
+        upgrade(&instance, &server, &["--unattended"])
+            .tag(&instance.name)
+            .run()
+            .succeeded()
+    });
+    let lines = events(&format!("{}{}", again.stdout, again.stderr));
+    let decision = &event(&lines, "decision").expect("a decision")["decision"];
+    assert_eq!(decision["decision"], "up_to_date", "{decision}");
+    assert!(
+        decision.to_string().contains("failed here before"),
+        "{decision}"
+    );
+    assert_eq!(
+        crate::common::moto::cloudformation_writes(&requests),
+        Vec::<String>::new()
+    );
+
+    // A person retries it on purpose, and it goes through.
+    upgrade(&instance, &server, &["--to", "1.1.0"])
+        .run()
+        .succeeded();
+    assert_platform_runs(&instance, "1.1.0");
+    let status = instance
+        .stackwright(&["--output", "json", "status"])
+        .run()
+        .succeeded();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    assert_eq!(status["installation"]["installed_release"], "1.1.0");
+    assert_eq!(
+        status["installation"]["failed_releases"],
+        serde_json::Value::Null,
+        "a release that went through is no longer skipped"
+    );
+}
+
+#[test]
+fn a_release_that_replaces_a_stateful_resource_is_parked_not_applied() {
+    let server = Server::start(None);
+    rollout(&server, "1.0.0");
+    let instance = installed("stateful", &server, "");
+    rollout(&server, "1.1.0");
+
+    // CloudFormation says the platform change set replaces the server's log group (as a renamed
+    // LogGroupName would); moto reports no replacements, so that answer is replayed.
+    let platform = instance.stack("platform");
+    let log_group = format!("/stackwright/{}/server", instance.name);
+    let change_set: Arc<Mutex<Option<String>>> = Arc::default();
+    let endpoint = Endpoint::start(move |call| match call.action.as_str() {
+        "CreateChangeSet" if call.param("StackName") == Some(platform.as_str()) => {
+            let change_set = change_set.clone();
+            Answer::Rewrite(Box::new(move |body| {
+                *change_set.lock().expect("the change set") =
+                    element(&body, "Id").map(str::to_owned);
+                body
+            }))
+        }
+        "DescribeChangeSet"
+            if call.param("ChangeSetName").is_some()
+                && call.param("ChangeSetName")
+                    == change_set.lock().expect("the change set").as_deref() =>
+        {
+            let recorded = fixture(
+                "stateful-replacement-change.xml",
+                &[("log_group", log_group.as_str())],
+            );
+            Answer::Rewrite(Box::new(move |body| {
+                body.replacen("<Changes>", &format!("<Changes>{recorded}"), 1)
+            }))
+        }
+        _ => Answer::Forward,
+    });
+    let (run, requests) = crate::common::moto::record(&instance.name, || {
+        upgrade(&instance, &server, &["--unattended"])
+            .env("AWS_ENDPOINT_URL_CLOUDFORMATION", &endpoint.url)
+            .tag(&instance.name)
+            .run()
+            .exited(4)
+    });
+    assert!(
+        endpoint
+            .actions()
+            .iter()
+            .any(|action| action == "DescribeChangeSet"),
+        "{:?}",
+        endpoint.actions()
+    );
+    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let plan = event(&lines, "plan").expect("the plan");
+    let findings = plan["review"]["findings"].as_array().expect("findings");
+    assert!(
+        findings
+            .iter()
+            .any(|finding| finding["kind"] == "stateful-replacement"
+                && finding["logical_id"] == "ServerLogGroup"
+                && finding["resource_type"] == "AWS::Logs::LogGroup"),
+        "{findings:?}"
+    );
+    assert_eq!(
+        event(&lines, "upgrade_finished").expect("a result")["outcome"],
+        "parked"
+    );
+    // Planned, never executed: moto saw no ExecuteChangeSet, and the instance runs 1.0.0.
+    let writes = crate::common::moto::cloudformation_writes(&requests);
+    assert!(
+        writes
+            .iter()
+            .all(|write| !write.starts_with("ExecuteChangeSet")),
+        "{writes:?}"
+    );
+    assert_platform_runs(&instance, "1.0.0");
+    assert_eq!(installed_release(&instance), "1.0.0");
+    let upgrades = upgrades_in_history(&instance);
+    assert_eq!(upgrades.len(), 1, "{upgrades:?}");
+    assert_eq!(upgrades[0]["result"], "parked");
+    let report = &server.instances()[0]["last_report"]["report"];
+    assert_eq!(report["outcome"], "parked");
+    assert!(
+        report["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ServerLogGroup replaces a stateful resource"),
+        "{report}"
     );
 }
