@@ -235,8 +235,11 @@ start_moto() {
   url="http://127.0.0.1:$port"
   # MOTO_ACM_VALIDATION_WAIT=0: a certificate the emulator issues (`certificate` below) is
   # ISSUED at once, as a DNS-validated one whose records exist, so that preflight accepts it.
+  # MOTO_ECS_SERVICE_RUNNING=2: a new ECS service runs 2 tasks (the example releases want at
+  # most 2), so its deployment is COMPLETED, as a real service's is once it is stable; without
+  # it every service stays IN_PROGRESS with nothing running and the upgrade's health check waits.
   start_service moto "$port" "$url/moto-api/" \
-    env MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ACM_VALIDATION_WAIT=0 MOTO_ENABLE_RECORDING=true MOTO_RECORDER_FILEPATH="$state/moto_recording" "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port"
+    env MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ACM_VALIDATION_WAIT=0 MOTO_ECS_SERVICE_RUNNING=2 MOTO_ENABLE_RECORDING=true MOTO_RECORDER_FILEPATH="$state/moto_recording" "$venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port"
   local warm
   warm=$(now_ms)
   # The first call to a service loads its backend; pay for it here rather than in a test.

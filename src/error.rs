@@ -84,8 +84,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{message}")]
     Usage { message: String, hint: String },
+    #[error("{instance} runs release {release}, but it is not healthy: {}", problems.join("; "))]
+    Unhealthy {
+        instance: String,
+        release: String,
+        problems: Vec<String>,
+    },
     #[error("preflight found {} that would stop the install: {}", crate::output::count(failures.len(), "problem", "problems"), failures.join("; "))]
     PreflightFailed { failures: Vec<String> },
     #[error("{action} needs a confirmation, and there is no terminal to ask on")]
@@ -114,7 +126,9 @@ impl Error {
             Error::TrustedRoot { .. } => Some("unset STACKWRIGHT_TRUSTED_ROOT (or drop --trusted-root) to use the root built into stackwright, or point it at the vendor's root.json".into()),
             Error::ControlPlane(error) => error.hint(),
             Error::Write { .. } => Some("check that the directory exists and is writable".into()),
+            Error::Read { .. } => Some("check that the file exists and is readable".into()),
             Error::Usage { hint, .. } => Some(hint.clone()),
+            Error::Unhealthy { release, .. } => Some(format!("look at the services' events and the load balancer's health checks named above; release {release} is skipped from now on until a person retries it with `stackwright upgrade --to {release}`, or a newer release replaces it")),
             Error::PreflightFailed { .. } => Some("fix what the report above names (`stackwright preflight` checks again), or pass --skip-preflight to install anyway".into()),
             Error::Unconfirmed { .. } => Some("run it from a terminal, or pass --yes to go ahead without asking".into()),
             Error::Declined { .. } => None,

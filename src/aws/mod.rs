@@ -4,6 +4,7 @@
 
 mod cloudformation;
 mod dynamodb;
+pub mod health;
 mod preflight;
 mod secrets;
 

@@ -29,11 +29,14 @@ use crate::provision::{self, StackAction};
 use crate::release::{self, ReleaseManifest, ReleaseSelection, RepositorySource, VerifiedRelease};
 use crate::render;
 use crate::settings::GlobalSettings;
+use crate::stacks::StackKind;
 use crate::state::{
     Installation, InstallationStatus, OperationInputs, OperationKind, OperationResult, Phase,
     StateStore, StateWrite,
 };
-use crate::upgrade::{ChangeReview, Decision, OfferedRelease, TemplatePair, UpgradePolicy, decide};
+use crate::upgrade::{
+    ChangeReview, Decision, Health, OfferedRelease, TemplatePair, UpgradePolicy, decide,
+};
 
 /// Refresh the token once less than this share of its lifetime is left.
 const REFRESH_WHEN_LEFT: f64 = 1.0 / 3.0;
@@ -230,6 +233,32 @@ pub fn upgrade(
     })
 }
 
+/// How long the platform may take to settle after its stacks are updated.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Waits until the platform's services are stable and its targets healthy, or it is clear they
+/// will not be; says what it sees while it waits. A health that cannot be read is a problem.
+async fn platform_health(session: &Session, printer: &Printer) -> Health {
+    let stack = StackKind::Platform.stack_name(&session.config.instance.name);
+    let show = |health: &Health| {
+        if printer.json_mode() {
+            printer.json_line(&json!({ "event": "health", "health": health }));
+        } else {
+            printer.status(health);
+        }
+    };
+    let read = async {
+        let resources =
+            provision::StackDeployer::stack_resources(&session.deployer, &stack).await?;
+        crate::aws::health::watch(&session.aws, &resources, HEALTH_TIMEOUT, show).await
+    };
+    let health = read.await.unwrap_or_else(|error| Health::Unhealthy {
+        problems: vec![format!("its health cannot be read: {error}")],
+    });
+    show(&health);
+    health
+}
+
 /// The installer's own version.
 fn installer_version() -> Version {
     Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or_else(|_| Version::new(0, 0, 0))
@@ -405,10 +434,19 @@ async fn apply_hop(
                     return Err(record_failure(operation, installation, error).await);
                 }
             };
+            // CloudFormation is done; whether the release serves is ECS's and the load
+            // balancer's to say.
+            let problems = match platform_health(session, printer).await {
+                Health::Unhealthy { problems } => Some(problems),
+                _ => None,
+            };
             let mut failed_releases = installation
                 .map(|record| record.failed_releases)
                 .unwrap_or_default();
             failed_releases.retain(|version| *version != to.to_string());
+            if problems.is_some() {
+                failed_releases.push(to.to_string());
+            }
             let record = Installation {
                 installed_release: Some(to.to_string()),
                 networking_mode: config.network.mode.to_string(),
@@ -417,20 +455,38 @@ async fn apply_hop(
                     .iter()
                     .map(|stack| stack.stack_name.clone())
                     .collect(),
-                status: InstallationStatus::Installed,
+                status: if problems.is_some() {
+                    InstallationStatus::Failed
+                } else {
+                    InstallationStatus::Installed
+                },
                 config_hash: journal.config_hash.clone(),
                 operation_id: journal.operation_id.clone(),
                 updated_at: operation.now(),
                 failed_releases,
                 trusted_root: String::from_utf8(hop.trusted_root.clone()).ok(),
             };
-            let entry = journal.finish(OperationResult::Succeeded, None, operation.now());
+            let entry = match &problems {
+                Some(problems) => journal.finish(
+                    OperationResult::Failed,
+                    Some(problems.join("; ")),
+                    operation.now(),
+                ),
+                None => journal.finish(OperationResult::Succeeded, None, operation.now()),
+            };
             operation
                 .finish(vec![
                     StateWrite::Installation(record),
                     StateWrite::History(entry),
                 ])
                 .await?;
+            if let Some(problems) = problems {
+                return Err(Error::Unhealthy {
+                    instance: config.instance.name.clone(),
+                    release: to.to_string(),
+                    problems,
+                });
+            }
             Ok((Outcome::Succeeded, String::new(), operation_id))
         },
     )
@@ -614,7 +670,7 @@ fn registration_token(
         Ok(text) if !text.trim().is_empty() => Ok(Some(SecretToken::new(text.trim()))),
         Ok(_) => Ok(None),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Write { path, source }),
+        Err(source) => Err(Error::Read { path, source }),
     }
 }
 

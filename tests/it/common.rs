@@ -125,7 +125,7 @@ pub fn run(command: &mut Command, directory: &Path) -> (i32, String, String) {
 /// The local AWS emulator that `scripts/dev-env.sh up` starts, and instances installed into it
 /// by the real binary. One moto serves every test process: each test owns an instance with a
 /// unique name and never resets moto or its recorder.
-pub mod cloudformation_replay;
+pub mod replay;
 
 pub mod moto {
     use std::collections::{BTreeMap, BTreeSet};

@@ -7,10 +7,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::common::cloudformation_replay::{Answer, Endpoint, element, fixture};
 use crate::common::control_plane::Server;
 use crate::common::moto::{Cloud, Instance, Run};
 use crate::common::release;
+use crate::common::replay::{Answer, Endpoint, element, fixture};
 
 const CONFIG: &str = r#"schema_version = 1
 
@@ -213,6 +213,16 @@ fn an_offered_release_is_upgraded_to_unattended_and_the_next_run_finds_nothing()
     let finished = event(&lines, "upgrade_finished").expect("a result");
     assert_eq!(finished["outcome"], "succeeded");
     assert_eq!(finished["to"], "1.1.0");
+    // ECS and the load balancer were asked, after CloudFormation was done.
+    let health = &event(&lines, "health").expect("a health check")["health"];
+    assert_eq!(health["health"], "healthy", "{health}");
+    assert!(
+        health["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3 services stable"),
+        "{health}"
+    );
     // Unattended runs print nothing but JSON lines.
     for line in output.lines().filter(|line| !line.trim().is_empty()) {
         assert!(line.starts_with('{'), "not a JSON line: {line}");
@@ -631,7 +641,7 @@ fn rolling_back_platform(instance: &Instance) -> Endpoint {
                         == change_set.lock().expect("the change set").as_deref() =>
             {
                 *executed.lock().expect("the execution time") = Some(jiff::Timestamp::now());
-                Answer::Replay(fixture("execute-change-set.xml", &[]))
+                Answer::Replay(fixture("cloudformation/execute-change-set.xml", &[]))
             }
             ("DescribeStacks", Some(_)) if on_platform => Answer::Rewrite(Box::new(|body| {
                 let status = element(&body, "StackStatus").unwrap_or_default().to_owned();
@@ -667,7 +677,7 @@ fn rolling_back_platform(instance: &Instance) -> Endpoint {
                             .zip(&times)
                             .map(|(key, time)| (*key, time.as_str())),
                     );
-                    let recorded = fixture("update-rollback-events.xml", &values);
+                    let recorded = fixture("cloudformation/update-rollback-events.xml", &values);
                     body.replacen("<StackEvents>", &format!("<StackEvents>{recorded}"), 1)
                 }))
             }
@@ -817,7 +827,7 @@ fn a_release_that_replaces_a_stateful_resource_is_parked_not_applied() {
                     == change_set.lock().expect("the change set").as_deref() =>
         {
             let recorded = fixture(
-                "stateful-replacement-change.xml",
+                "cloudformation/stateful-replacement-change.xml",
                 &[("log_group", log_group.as_str())],
             );
             Answer::Rewrite(Box::new(move |body| {
@@ -878,4 +888,91 @@ fn a_release_that_replaces_a_stateful_resource_is_parked_not_applied() {
             .contains("ServerLogGroup replaces a stateful resource"),
         "{report}"
     );
+}
+
+#[test]
+fn an_upgrade_whose_targets_fail_their_health_checks_is_failed_reported_and_skipped() {
+    let server = Server::start(None);
+    rollout(&server, "1.0.0");
+    let instance = installed("unhealthy", &server, "");
+    rollout(&server, "1.1.0");
+
+    // CloudFormation completes; then the load balancer reports a target answering 502, which
+    // moto never does (it registers no tasks as targets), so that answer is replayed.
+    let recorded = fixture("elbv2/unhealthy-target.xml", &[]);
+    let endpoint = Endpoint::start(move |call| match call.action.as_str() {
+        "DescribeTargetHealth" => {
+            let recorded = recorded.clone();
+            Answer::Rewrite(Box::new(move |body| {
+                let members =
+                    format!("<TargetHealthDescriptions>{recorded}</TargetHealthDescriptions>");
+                if body.contains("<TargetHealthDescriptions/>") {
+                    body.replacen("<TargetHealthDescriptions/>", &members, 1)
+                } else {
+                    body.replacen(
+                        "<TargetHealthDescriptions>",
+                        &format!("<TargetHealthDescriptions>{recorded}"),
+                        1,
+                    )
+                }
+            }))
+        }
+        _ => Answer::Forward,
+    });
+    let run = upgrade(&instance, &server, &["--unattended"])
+        .env("AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2", &endpoint.url)
+        .run()
+        .exited(1);
+    assert!(
+        endpoint
+            .actions()
+            .iter()
+            .any(|action| action == "DescribeTargetHealth"),
+        "{:?}",
+        endpoint.actions()
+    );
+    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let health = lines
+        .iter()
+        .rfind(|line| line["event"] == "health")
+        .expect("a health check");
+    assert_eq!(health["health"]["health"], "unhealthy", "{health}");
+    let finished = event(&lines, "upgrade_finished").expect("a result");
+    assert_eq!(finished["outcome"], "failed", "{}", run.transcript());
+    let detail = finished["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("runs release 1.1.0, but it is not healthy")
+            && detail.contains("target 10.0.1.23 is unhealthy (Target.ResponseCodeMismatch: Health checks failed with these codes: [502])"),
+        "{detail}"
+    );
+    let error = lines
+        .iter()
+        .find(|line| line["level"] == "error")
+        .expect("the error, as a JSON line");
+    assert!(
+        error["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stackwright upgrade --to 1.1.0"),
+        "{error}"
+    );
+
+    // The stacks run 1.1.0, and the record says it is not healthy and is not to be retried.
+    assert_platform_runs(&instance, "1.1.0");
+    let status = instance
+        .stackwright(&["--output", "json", "status"])
+        .run()
+        .succeeded();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    assert_eq!(status["installation"]["installed_release"], "1.1.0");
+    assert_eq!(status["installation"]["status"], "failed", "{status}");
+    assert_eq!(
+        status["installation"]["failed_releases"],
+        serde_json::json!(["1.1.0"])
+    );
+    let upgrades = upgrades_in_history(&instance);
+    assert_eq!(upgrades[0]["result"], "failed");
+    let report = &server.instances()[0]["last_report"]["report"];
+    assert_eq!(report["outcome"], "failed");
+    assert_eq!(report["to_version"], "1.1.0");
 }

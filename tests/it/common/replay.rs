@@ -1,8 +1,10 @@
-//! A CloudFormation endpoint in front of moto for what moto cannot do: an update that fails and
-//! rolls back, a change set that replaces a resource. Every call is forwarded to moto unless the
-//! test's script answers it from recorded responses (`tests/fixtures/cloudformation/`) or
-//! rewrites moto's answer. The installer under test reaches it through
-//! `AWS_ENDPOINT_URL_CLOUDFORMATION`; every other service still talks to moto directly.
+//! An AWS endpoint in front of moto for what moto cannot do: an update that fails and rolls
+//! back, a change set that replaces a resource, a load balancer target that fails its health
+//! check. It speaks the query protocol (CloudFormation, Elastic Load Balancing). Every call is
+//! forwarded to moto unless the test's script answers it from recorded responses
+//! (`tests/fixtures/`) or rewrites moto's answer. The installer under test reaches it through
+//! one service's endpoint variable (`AWS_ENDPOINT_URL_CLOUDFORMATION`, ...); every other
+//! service still talks to moto directly.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -164,10 +166,11 @@ fn xml(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
 }
 
-/// A recorded response from `tests/fixtures/cloudformation/`, with `{key}` placeholders filled.
+/// A recorded response from `tests/fixtures/` (`cloudformation/NAME.xml`, ...), with `{key}`
+/// placeholders filled.
 pub fn fixture(name: &str, values: &[(&str, &str)]) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/cloudformation")
+        .join("tests/fixtures")
         .join(name);
     let mut text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
