@@ -25,14 +25,10 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// The configuration file.
-    #[arg(
-        long,
-        global = true,
-        env = "STACKWRIGHT_CONFIG",
-        default_value = "stackwright.toml"
-    )]
-    pub config: PathBuf,
+    /// The configuration file [default: stackwright.toml] [env: STACKWRIGHT_CONFIG]. Without
+    /// this option, STACKWRIGHT_CONFIG_TEXT may hold the configuration itself instead.
+    #[arg(long, global = true, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
     /// Print results as text for people or JSON for programs (one object per line for events).
     #[arg(long, global = true, value_enum, env = "STACKWRIGHT_OUTPUT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

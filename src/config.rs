@@ -269,6 +269,64 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<Problem>,
     },
+    #[error("both {CONFIG_PATH_VARIABLE} ({}) and {CONFIG_TEXT_VARIABLE} name a configuration", path.display())]
+    TwoSources { path: PathBuf },
+}
+
+/// The environment variable naming the configuration file, as `--config` does.
+pub const CONFIG_PATH_VARIABLE: &str = "STACKWRIGHT_CONFIG";
+/// The environment variable holding the configuration itself (the updater's task hands it over
+/// this way); errors in it name the variable where they would name the file.
+pub const CONFIG_TEXT_VARIABLE: &str = "STACKWRIGHT_CONFIG_TEXT";
+
+/// Where the configuration comes from: `--config` on the command line, else
+/// `STACKWRIGHT_CONFIG_TEXT` or `STACKWRIGHT_CONFIG` (not both), else `./stackwright.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// The text of `STACKWRIGHT_CONFIG_TEXT`.
+    Text(String),
+    /// Both environment variables are set and no `--config` decides between them.
+    Conflict {
+        path: PathBuf,
+    },
+}
+
+impl ConfigSource {
+    /// Resolves the source from the command line's `--config` and the two variables' values
+    /// (a variable that is empty counts as unset).
+    pub fn resolve(
+        command_line: Option<PathBuf>,
+        path_variable: Option<String>,
+        text_variable: Option<String>,
+    ) -> Self {
+        let path_variable = path_variable.filter(|value| !value.trim().is_empty());
+        let text_variable = text_variable.filter(|value| !value.trim().is_empty());
+        match (command_line, path_variable, text_variable) {
+            (Some(path), _, _) => ConfigSource::File(path),
+            (None, Some(path), Some(_)) => ConfigSource::Conflict { path: path.into() },
+            (None, None, Some(text)) => ConfigSource::Text(text),
+            (None, Some(path), None) => ConfigSource::File(path.into()),
+            (None, None, None) => ConfigSource::File(PathBuf::from("stackwright.toml")),
+        }
+    }
+
+    /// The name messages use: the file's path, or the variable's name.
+    pub fn display_path(&self) -> PathBuf {
+        match self {
+            ConfigSource::File(path) | ConfigSource::Conflict { path } => path.clone(),
+            ConfigSource::Text(_) => PathBuf::from(CONFIG_TEXT_VARIABLE),
+        }
+    }
+
+    /// Reads and validates the configuration from wherever it comes.
+    pub fn load(&self) -> Result<ConfigFile, ConfigError> {
+        match self {
+            ConfigSource::File(path) => ConfigFile::load(path),
+            ConfigSource::Text(text) => ConfigFile::parse(text, Path::new(CONFIG_TEXT_VARIABLE)),
+            ConfigSource::Conflict { path } => Err(ConfigError::TwoSources { path: path.clone() }),
+        }
+    }
 }
 
 fn render_problems(problems: &[Problem]) -> String {
@@ -300,6 +358,9 @@ impl ConfigError {
             ConfigError::SchemaVersion { .. } => Some(format!(
                 "set `schema_version = {SCHEMA_VERSION}` if the file was written for this installer, or run the stackwright release that wrote it"
             )),
+            ConfigError::TwoSources { .. } => Some(
+                "unset one of them, or give --config PATH, which takes precedence over both".into(),
+            ),
             ConfigError::Invalid { problems, .. } => Some(
                 problems
                     .iter()
@@ -882,6 +943,38 @@ fn check_policy_arn(arn: &str) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_wins_then_one_environment_variable_then_the_default_file() {
+        let text = Some("schema_version = 1".to_owned());
+        let path = Some("from-environment.toml".to_owned());
+        assert_eq!(
+            ConfigSource::resolve(Some("cli.toml".into()), path.clone(), text.clone()),
+            ConfigSource::File("cli.toml".into())
+        );
+        assert_eq!(
+            ConfigSource::resolve(None, None, text.clone()),
+            ConfigSource::Text("schema_version = 1".into())
+        );
+        assert_eq!(
+            ConfigSource::resolve(None, path.clone(), None),
+            ConfigSource::File("from-environment.toml".into())
+        );
+        assert_eq!(
+            ConfigSource::resolve(None, path, text),
+            ConfigSource::Conflict {
+                path: "from-environment.toml".into()
+            }
+        );
+        assert_eq!(
+            ConfigSource::resolve(None, Some(String::new()), Some(" ".into())),
+            ConfigSource::File("stackwright.toml".into())
+        );
+        assert_eq!(
+            ConfigSource::Text(String::new()).display_path(),
+            PathBuf::from(CONFIG_TEXT_VARIABLE)
+        );
+    }
 
     const SAMPLE: &str = r#"
 schema_version = 1

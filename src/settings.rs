@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{GlobalArgs, OutputFormat};
-use crate::config::{ConfigError, ConfigFile, Problem};
+use crate::config::{
+    CONFIG_PATH_VARIABLE, CONFIG_TEXT_VARIABLE, ConfigError, ConfigFile, ConfigSource, Problem,
+};
 use crate::error::Error;
 use crate::output::{Printer, Verbosity};
 use crate::state::LockSettings;
@@ -13,6 +15,10 @@ use crate::state::LockSettings;
 /// What every command knows before it starts.
 #[derive(Debug, Clone)]
 pub struct GlobalSettings {
+    /// Where the configuration comes from.
+    pub config_source: ConfigSource,
+    /// The configuration file, or the name messages give the configuration when it comes from
+    /// `STACKWRIGHT_CONFIG_TEXT` (the variable's name, so that errors name it).
     pub config_path: PathBuf,
     pub format: OutputFormat,
     pub verbosity: Verbosity,
@@ -26,8 +32,14 @@ pub struct GlobalSettings {
 
 impl GlobalSettings {
     pub fn from_args(args: &GlobalArgs) -> Self {
+        let config_source = ConfigSource::resolve(
+            args.config.clone(),
+            std::env::var(CONFIG_PATH_VARIABLE).ok(),
+            std::env::var(CONFIG_TEXT_VARIABLE).ok(),
+        );
         GlobalSettings {
-            config_path: args.config.clone(),
+            config_path: config_source.display_path(),
+            config_source,
             format: args.output,
             verbosity: if args.quiet {
                 Verbosity::Quiet
@@ -80,7 +92,7 @@ impl GlobalSettings {
     /// The configuration file with the command line's and environment's overrides applied, and
     /// validated again afterwards so that an override cannot smuggle in a bad value.
     pub fn load_config(&self) -> Result<ConfigFile, ConfigError> {
-        let mut config = ConfigFile::load(&self.config_path)?;
+        let mut config = self.config_source.load()?;
         if let Some(url) = &self.control_plane_url {
             config.control_plane.url = url.clone();
         }

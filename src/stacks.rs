@@ -5,6 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::ConfigFile;
+use crate::release::ReleaseManifest;
 
 /// One CloudFormation stack of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
@@ -20,16 +21,20 @@ pub enum StackKind {
     Identity,
     /// ECS cluster and capacity, one service per release component, load balancers, log groups.
     Platform,
+    /// The scheduled unattended upgrade job: an EventBridge rule starting the installer image
+    /// as a Fargate task on the platform's cluster. Only with a release that names an installer.
+    Updater,
 }
 
 impl StackKind {
     /// Every kind, in an order where each stack comes after the stacks it depends on.
-    pub const ALL: [StackKind; 5] = [
+    pub const ALL: [StackKind; 6] = [
         StackKind::Bootstrap,
         StackKind::Identity,
         StackKind::Network,
         StackKind::Data,
         StackKind::Platform,
+        StackKind::Updater,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +44,7 @@ impl StackKind {
             StackKind::Data => "data",
             StackKind::Identity => "identity",
             StackKind::Platform => "platform",
+            StackKind::Updater => "updater",
         }
     }
 
@@ -48,6 +54,11 @@ impl StackKind {
             StackKind::Bootstrap | StackKind::Identity => &[],
             StackKind::Network | StackKind::Data => &[StackKind::Bootstrap],
             StackKind::Platform => &[StackKind::Bootstrap, StackKind::Network, StackKind::Data],
+            StackKind::Updater => &[
+                StackKind::Bootstrap,
+                StackKind::Network,
+                StackKind::Platform,
+            ],
         }
     }
 
@@ -61,12 +72,23 @@ impl StackKind {
         format!("{instance}-{}", self.as_str())
     }
 
-    /// The stacks a configuration deploys, dependencies first.
+    /// The stacks a configuration deploys whatever the release, dependencies first: every
+    /// stack but the updater, which comes with a release that names an installer image.
     pub fn for_config(config: &ConfigFile) -> Vec<StackKind> {
         Self::ALL
             .into_iter()
             .filter(|kind| *kind != StackKind::Identity || config.identity.is_some())
+            .filter(|kind| *kind != StackKind::Updater)
             .collect()
+    }
+
+    /// The stacks a configuration deploys with a release, dependencies first.
+    pub fn for_release(config: &ConfigFile, release: &ReleaseManifest) -> Vec<StackKind> {
+        let mut kinds = Self::for_config(config);
+        if release.installer.is_some() {
+            kinds.push(StackKind::Updater);
+        }
+        kinds
     }
 }
 

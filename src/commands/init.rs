@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::reporter::CliGate;
 use crate::cli::InitArgs;
-use crate::config::Problem;
+use crate::config::{CONFIG_TEXT_VARIABLE, ConfigSource, Problem};
 use crate::error::{Error, ExitStatus};
 use crate::init::{Answers, TOKEN_FILE, defaults, mode_explanation};
 use crate::network::NetworkMode;
@@ -23,6 +23,16 @@ pub fn init(
     printer: &Printer,
     args: &InitArgs,
 ) -> Result<ExitStatus, Error> {
+    if matches!(settings.config_source, ConfigSource::Text(_)) {
+        return Err(Error::Usage {
+            message: format!(
+                "init writes a configuration file, but {CONFIG_TEXT_VARIABLE} holds the configuration"
+            ),
+            hint: format!(
+                "unset {CONFIG_TEXT_VARIABLE}, or give --config PATH to name the file to write"
+            ),
+        });
+    }
     let path = settings.config_path.clone();
     let interactive = CliGate::interactive();
     if !settings.assume_yes && !interactive {

@@ -42,6 +42,7 @@ const MAIN_RESOURCES: &[(&str, &str, &str)] = &[
     ),
     ("AWS::IAM::OIDCProvider", "OIDC provider", "OIDC providers"),
     ("AWS::IAM::Role", "IAM role", "IAM roles"),
+    ("AWS::Events::Rule", "schedule", "schedules"),
 ];
 
 /// Rough minutes CloudFormation takes to create a stack on AWS: its slowest resources.
@@ -110,11 +111,12 @@ pub fn introduction(config: &ConfigFile, plan: &Plan, account: &str) -> Option<S
                 format!(": {}", main.join(", "))
             }
         ));
-        // Stacks deploy in three levels (bootstrap and identity, network and data, platform);
-        // a level takes as long as its slowest stack.
+        // Stacks deploy in levels (bootstrap and identity, network and data, platform, then the
+        // updater); a level takes as long as its slowest stack.
         let level = match stack.stack_name.rsplit('-').next() {
             Some("bootstrap" | "identity") => 0,
             Some("network" | "data") => 1,
+            Some("updater") => 3,
             _ => 2,
         };
         let minutes = minutes_to_create(&stack.stack_name, &types);

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use credentials::{
     Credentials, OVERRIDES_VARIABLE, RegistryEndpoint, RegistryOverrides, Secret, auth_file_path,
-    from_auth_file,
+    ecr_account_region, from_auth_file,
 };
 pub use engine::{
     BlobOutcome, CopyOptions, ImageOutcome, MirrorReporter, SilentReporter, copy_images,

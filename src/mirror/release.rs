@@ -12,7 +12,7 @@ use super::oci::OciRegistry;
 use super::registry::is_digest;
 use super::{ImageCopy, MirrorError, MirrorSummary};
 use crate::aws::Aws;
-use crate::release::ReleaseManifest;
+use crate::release::{INSTALLER_REPOSITORY, ImageReference, ReleaseManifest};
 
 /// What a mirror run needs to know, resolved by the command.
 #[derive(Debug, Clone)]
@@ -179,9 +179,10 @@ pub async fn connect(
     Ok(OciRegistry::new(endpoint, credentials)?)
 }
 
-/// Copies every component image of a release into the instance's ECR repositories
-/// `<instance>/<component>` (created if missing), tagged with the release's version once all
-/// of them have arrived. A second run finds everything in place and copies nothing.
+/// Copies every component image of a release, and its installer image when it names one, into
+/// the instance's ECR repositories `<instance>/<component>` and `<instance>/installer` (created
+/// if missing), tagged with the release's version once all of them have arrived. A second run
+/// finds everything in place and copies nothing.
 pub async fn mirror_release(
     aws: &Aws,
     settings: &MirrorSettings,
@@ -190,9 +191,20 @@ pub async fn mirror_release(
 ) -> Result<MirrorSummary, MirrorError> {
     let account = aws.caller_identity().await?.account;
     let destination_name = format!("{account}.dkr.ecr.{}.amazonaws.com", settings.region);
+    let images: Vec<(&str, &ImageReference)> = manifest
+        .components
+        .iter()
+        .map(|component| (component.name.as_str(), &component.image))
+        .chain(
+            manifest
+                .installer
+                .iter()
+                .map(|installer| (INSTALLER_REPOSITORY, &installer.image)),
+        )
+        .collect();
     let ecr = Ecr::new(aws);
-    for component in &manifest.components {
-        let repository = format!("{}/{}", settings.instance, component.name);
+    for (name, _) in &images {
+        let repository = format!("{}/{name}", settings.instance);
         if ecr.ensure_repository(&repository).await? {
             tracing::info!(repository, "created the ECR repository");
         }
@@ -201,14 +213,14 @@ pub async fn mirror_release(
     // Tags may not hold `+`; build metadata keeps its meaning with `_`.
     let tag = manifest.version.to_string().replace('+', "_");
     let mut by_registry: BTreeMap<&str, Vec<ImageCopy>> = BTreeMap::new();
-    for component in &manifest.components {
+    for (name, image) in images {
         by_registry
-            .entry(component.image.registry.as_str())
+            .entry(image.registry.as_str())
             .or_default()
             .push(ImageCopy {
-                source_repository: component.image.repository.clone(),
-                source_reference: component.image.digest.clone(),
-                destination_repository: format!("{}/{}", settings.instance, component.name),
+                source_repository: image.repository.clone(),
+                source_reference: image.digest.clone(),
+                destination_repository: format!("{}/{name}", settings.instance),
                 tags: vec![tag.clone()],
             });
     }

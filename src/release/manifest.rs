@@ -38,7 +38,28 @@ pub struct ReleaseManifest {
     pub expires: jiff::Timestamp,
     /// The services the release runs.
     pub components: Vec<Component>,
+    /// The installer image that runs the unattended upgrade job in the customer's account (the
+    /// updater stack). Without it, the updater stack is not deployed with this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer: Option<Installer>,
 }
+
+/// The installer that comes with a release, as a container image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Installer {
+    /// The installer's semantic version; at least the release's `minimum_installer_version`.
+    #[schemars(with = "String")]
+    pub version: Version,
+    /// The image, by digest: `registry/repository@sha256:<64 hex digits>`. It is mirrored into
+    /// the instance's repository `<instance>/installer`.
+    #[schemars(with = "String")]
+    pub image: ImageReference,
+}
+
+/// The name of the installer's repository below the instance's prefix, `<instance>/installer`;
+/// no component may take it.
+pub const INSTALLER_REPOSITORY: &str = "installer";
 
 /// One service of a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -236,6 +257,19 @@ impl ReleaseManifest {
                 }
             }
         }
+        if let Some(installer) = &self.installer {
+            if installer.version < self.minimum_installer_version {
+                return Err(format!(
+                    "the installer image is version {}, older than minimum_installer_version {}",
+                    installer.version, self.minimum_installer_version
+                ));
+            }
+            if names.contains(INSTALLER_REPOSITORY) {
+                return Err(format!(
+                    "component \"{INSTALLER_REPOSITORY}\" would share its repository with the installer image"
+                ));
+            }
+        }
         if let Some(minimum) = &self.minimum_upgrade_from
             && minimum > &self.version
         {
@@ -251,6 +285,42 @@ impl ReleaseManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest_with_installer(
+        installer: &str,
+        component: &str,
+    ) -> Result<ReleaseManifest, String> {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let text = format!(
+            r#"{{"schema_version": 1, "version": "1.2.0", "channel": "stable", "skippable": true,
+            "minimum_installer_version": "0.3.0", "expires": "2030-01-01T00:00:00Z",
+            "components": [{{"name": "{component}", "image": "registry.example/vendor/{component}@{digest}",
+              "port": 80, "cpu": 256, "memory": 512, "desired_count": 1, "health_check_path": "/"}}],
+            "installer": {{"version": "{installer}", "image": "registry.example/vendor/installer@{digest}"}}}}"#
+        );
+        ReleaseManifest::parse(text.as_bytes(), Path::new("release.json"))
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn an_installer_image_is_read_and_checked() {
+        let manifest = manifest_with_installer("0.3.0", "server").expect("valid");
+        let installer = manifest.installer.expect("an installer");
+        assert_eq!(installer.version, Version::new(0, 3, 0));
+        assert_eq!(installer.image.repository, "vendor/installer");
+        let older = manifest_with_installer("0.2.9", "server").expect_err("too old");
+        assert!(
+            older.contains(
+                "installer image is version 0.2.9, older than minimum_installer_version 0.3.0"
+            ),
+            "{older}"
+        );
+        let clash = manifest_with_installer("0.3.0", "installer").expect_err("a clash");
+        assert!(
+            clash.contains("component \"installer\" would share its repository"),
+            "{clash}"
+        );
+    }
 
     #[test]
     fn image_references_must_be_pinned_by_digest() {

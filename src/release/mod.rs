@@ -7,6 +7,7 @@ pub mod signing;
 pub mod trust;
 
 pub use manifest::{
-    Component, ImageReference, ManifestError, RELEASE_SCHEMA_VERSION, ReleaseManifest,
+    Component, INSTALLER_REPOSITORY, ImageReference, Installer, ManifestError,
+    RELEASE_SCHEMA_VERSION, ReleaseManifest,
 };
 pub use trust::{ReleaseSelection, RepositorySource, TrustError, VerifiedRelease, verify};

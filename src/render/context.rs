@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::config::ConfigFile;
 use crate::network::{self, NetworkMode};
-use crate::release::ReleaseManifest;
+use crate::release::{INSTALLER_REPOSITORY, ReleaseManifest};
+use crate::stacks::StackKind;
 
 /// Path patterns the public-services endpoint may forward: OIDC discovery and keys, and the
 /// webhooks Git providers call. A release cannot widen this list.
@@ -22,6 +23,39 @@ pub struct TemplateContext {
     pub network: NetworkContext,
     pub release: ReleaseContext,
     pub identity: Option<IdentityContext>,
+    pub upgrade: UpgradeContext,
+    /// The installer image the updater stack runs; `None` when the release names none.
+    pub installer: Option<InstallerContext>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeContext {
+    /// EventBridge schedule expression of the unattended upgrade job.
+    pub schedule: String,
+    /// The configuration the job runs with, as TOML: handed to the task in
+    /// `STACKWRIGHT_CONFIG_TEXT`. It holds no secret (the registration token lives in its own
+    /// file, the identity in Secrets Manager).
+    pub config_text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallerContext {
+    pub version: String,
+    /// The mirror repository in the customer's ECR, `<instance>/installer`.
+    pub repository: String,
+    pub digest: String,
+    /// The vendor's ECR repositories the job mirrors images from: the parents of the release's
+    /// image repositories, so that a later release's new component under the same prefix is
+    /// covered.
+    pub source_repositories: Vec<SourceRepositoryContext>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SourceRepositoryContext {
+    pub account: String,
+    pub region: String,
+    /// A repository name or a `prefix/*` pattern.
+    pub pattern: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +65,10 @@ pub struct InstanceContext {
     pub region: String,
     /// The configured certificate; when `None` the platform stack requests one.
     pub certificate_arn: Option<String>,
+    /// The name of every stack the instance can have.
+    pub stack_names: Vec<String>,
+    /// The DynamoDB table holding the instance's state, lock and history.
+    pub state_table: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +194,11 @@ impl TemplateContext {
                 domain: config.instance.domain.clone(),
                 region: config.instance.region.clone(),
                 certificate_arn: config.instance.certificate_arn.clone(),
+                stack_names: StackKind::ALL
+                    .iter()
+                    .map(|kind| kind.stack_name(&config.instance.name))
+                    .collect(),
+                state_table: crate::aws::DynamoStateStore::table_name(&config.instance.name),
             },
             network: NetworkContext {
                 mode,
@@ -185,8 +228,48 @@ impl TemplateContext {
                 subject_patterns: identity.subject_patterns.clone(),
                 managed_policy_arns: identity.managed_policy_arns.clone(),
             }),
+            upgrade: UpgradeContext {
+                schedule: config.upgrade.schedule.clone(),
+                config_text: config.to_toml(),
+            },
+            installer: release
+                .installer
+                .as_ref()
+                .map(|installer| InstallerContext {
+                    version: installer.version.to_string(),
+                    repository: format!("{}/{INSTALLER_REPOSITORY}", config.instance.name),
+                    digest: installer.image.digest.clone(),
+                    source_repositories: source_repositories(release),
+                }),
         }
     }
+}
+
+/// The vendor's ECR repositories the release's images come from, as IAM resource patterns:
+/// `stackwright/server` becomes `stackwright/*`. Images in registries other than ECR need no
+/// IAM permission and are left out.
+fn source_repositories(release: &ReleaseManifest) -> Vec<SourceRepositoryContext> {
+    let images = release
+        .components
+        .iter()
+        .map(|component| &component.image)
+        .chain(release.installer.iter().map(|installer| &installer.image));
+    let mut repositories = std::collections::BTreeSet::new();
+    for image in images {
+        let Some((account, region)) = crate::mirror::ecr_account_region(&image.registry) else {
+            continue;
+        };
+        let pattern = match image.repository.rsplit_once('/') {
+            Some((parent, _)) => format!("{parent}/*"),
+            None => image.repository.clone(),
+        };
+        repositories.insert(SourceRepositoryContext {
+            account,
+            region,
+            pattern,
+        });
+    }
+    repositories.into_iter().collect()
 }
 
 /// A listener rule priority that depends only on the component and the rule's position in it,

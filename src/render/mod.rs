@@ -30,6 +30,7 @@ fn template_source(kind: StackKind) -> &'static str {
         StackKind::Data => include_str!("../../templates/data.yaml"),
         StackKind::Identity => include_str!("../../templates/identity.yaml"),
         StackKind::Platform => include_str!("../../templates/platform.yaml"),
+        StackKind::Updater => include_str!("../../templates/updater.yaml"),
     }
 }
 
@@ -104,13 +105,14 @@ impl RenderedStack {
     }
 }
 
-/// Renders and validates every stack the configuration deploys, dependencies first.
+/// Renders and validates every stack the configuration deploys with the release, dependencies
+/// first (the updater only when the release names an installer image).
 pub fn render_all(
     config: &ConfigFile,
     release: &ReleaseManifest,
 ) -> Result<Vec<RenderedStack>, RenderError> {
     let context = TemplateContext::new(config, release);
-    let kinds = StackKind::for_config(config);
+    let kinds = StackKind::for_release(config, release);
     let mut rendered: Vec<RenderedStack> = Vec::with_capacity(kinds.len());
     for kind in kinds {
         let body = render_template(kind, &context)?;

@@ -180,3 +180,71 @@ fn a_bad_command_line_exits_with_the_usage_code() {
         "{stderr}"
     );
 }
+
+/// Runs `config validate` in an empty directory with the given environment and arguments.
+fn validate_from_environment(environment: &[(&str, &str)]) -> String {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let mut command = stackwright();
+    command.envs(environment.iter().copied());
+    let (code, stdout, stderr) = run(command.args(["config", "validate"]), directory.path());
+    format!("exit: {code}\n--- stdout\n{stdout}--- stderr\n{stderr}")
+}
+
+#[test]
+fn the_configuration_can_come_from_stackwright_config_text() {
+    insta::assert_snapshot!(validate_from_environment(&[("STACKWRIGHT_CONFIG_TEXT", ALL_PRIVATE_PUBLIC_SERVICES)]), @r"
+    exit: 0
+    --- stdout
+    STACKWRIGHT_CONFIG_TEXT is valid: instance acme-dev in us-east-1, all-private mode over 3 availability zones, stacks acme-dev-bootstrap, acme-dev-network, acme-dev-data, acme-dev-platform
+    --- stderr
+    ");
+}
+
+#[test]
+fn mistakes_in_stackwright_config_text_name_the_variable() {
+    let broken = ALL_PRIVATE_PUBLIC_SERVICES.replacen("[network]", "[network", 1);
+    insta::assert_snapshot!(validate_from_environment(&[("STACKWRIGHT_CONFIG_TEXT", &broken)]), @r"
+    exit: 1
+    --- stdout
+    --- stderr
+    error: STACKWRIGHT_CONFIG_TEXT is not valid TOML (line 7): unclosed table, expected `]`
+    hint: fix the TOML syntax on that line; `stackwright config schema` shows the expected shape
+    ");
+    let invalid = with("mode = \"all-private\"", "mode = \"everywhere\"");
+    insta::assert_snapshot!(validate_from_environment(&[("STACKWRIGHT_CONFIG_TEXT", &invalid)]), @r#"
+    exit: 1
+    --- stdout
+    --- stderr
+    error: STACKWRIGHT_CONFIG_TEXT is invalid: network.mode: "everywhere" is not one of the allowed values
+    hint: network.mode: use one of `public`, `private`, `all-private`
+    "#);
+}
+
+#[test]
+fn config_on_the_command_line_wins_over_stackwright_config_text() {
+    let (directory, path) = config_file(ALL_PRIVATE_PUBLIC_SERVICES);
+    let (code, stdout, stderr) = run(
+        stackwright()
+            .env("STACKWRIGHT_CONFIG_TEXT", "not = [toml")
+            .arg("--config")
+            .arg(&path)
+            .args(["config", "validate"]),
+        directory.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("[TEMP]/stackwright.toml is valid"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn stackwright_config_and_stackwright_config_text_together_are_refused() {
+    insta::assert_snapshot!(validate_from_environment(&[("STACKWRIGHT_CONFIG", "stackwright.toml"), ("STACKWRIGHT_CONFIG_TEXT", ALL_PRIVATE_PUBLIC_SERVICES)]), @"
+    exit: 1
+    --- stdout
+    --- stderr
+    error: both STACKWRIGHT_CONFIG (stackwright.toml) and STACKWRIGHT_CONFIG_TEXT name a configuration
+    hint: unset one of them, or give --config PATH, which takes precedence over both
+    ");
+}

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{REPOSITORY, VARIANTS, release};
+use crate::common::{REPOSITORY, VARIANTS};
 
 fn tool(name: &str) -> PathBuf {
     let path = Path::new(REPOSITORY).join(".venv/bin").join(name);
@@ -17,10 +17,15 @@ fn tool(name: &str) -> PathBuf {
     path
 }
 
-/// Renders every variant into its own directory below one temporary directory.
+/// Renders every variant into its own directory below one temporary directory, with release
+/// 1.0.0 plus an installer image, so that every stack is there, the updater included.
 fn render_variants() -> (tempfile::TempDir, Vec<PathBuf>) {
     let root = tempfile::tempdir().unwrap();
-    let manifest = stackwright::release::ReleaseManifest::load(&release("1.0.0")).unwrap();
+    let release_directory = tempfile::tempdir().unwrap();
+    let manifest = stackwright::release::ReleaseManifest::load(
+        &crate::render::release_with_installer(release_directory.path()),
+    )
+    .unwrap();
     let mut templates = Vec::new();
     for (variant, text) in VARIANTS {
         let config = stackwright::config::ConfigFile::parse(text, Path::new(variant)).unwrap();
@@ -32,6 +37,15 @@ fn render_variants() -> (tempfile::TempDir, Vec<PathBuf>) {
             templates.push(path);
         }
     }
+    let updaters = templates
+        .iter()
+        .filter(|path| path.ends_with("updater.template.yaml"))
+        .count();
+    assert_eq!(
+        updaters,
+        VARIANTS.len(),
+        "an updater stack in every variant"
+    );
     (root, templates)
 }
 

@@ -117,6 +117,7 @@ proptest! {
             Err(ConfigError::Syntax { line, .. }) => prop_assert!(line >= 1),
             Err(ConfigError::SchemaVersion { .. }) => {}
             Err(ConfigError::Read { .. }) => prop_assert!(false, "parsing text never reads a file"),
+            Err(ConfigError::TwoSources { .. }) => prop_assert!(false, "parsing text has one source"),
         }
     }
 

@@ -1459,3 +1459,211 @@ fn a_template_over_the_inline_limit_is_uploaded_to_the_artifact_bucket_and_passe
     );
     instance.stackwright(&["teardown", "--delete-data"]).run();
 }
+
+// --- The updater stack -----------------------------------------------------------------------
+
+/// One call of EventBridge's JSON API on moto, the answer as JSON. The test's SDK clients have
+/// no EventBridge client, and moto keeps a rule's targets as CloudFormation gave them, so the
+/// raw answer is also the most faithful view of what it holds.
+fn events(cloud: &Cloud, operation: &str, body: serde_json::Value) -> serde_json::Value {
+    let variables = crate::common::moto::env();
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential={}/20250101/{}/events/aws4_request, SignedHeaders=host, Signature=0",
+        variables["AWS_ACCESS_KEY_ID"],
+        crate::common::moto::region()
+    );
+    let response = cloud.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("an HTTP client")
+            .post(crate::common::moto::endpoint())
+            .header("X-Amz-Target", format!("AWSEvents.{operation}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header("Authorization", authorization)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("moto answers")
+    });
+    let status = response.status();
+    let text = cloud.block_on(response.text()).expect("the answer reads");
+    let mut answer: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("events {operation}: not JSON ({error}): {text}"));
+    answer["status"] = status.as_u16().into();
+    answer
+}
+
+#[test]
+fn a_release_with_an_installer_image_installs_the_updater_stack_and_teardown_removes_it() {
+    let schedule = "cron(0 3 * * ? *)";
+    let config = format!("{PRIVATE}[upgrade]\nschedule = \"{schedule}\"\n");
+    let instance = Instance::new("updater", &config);
+    let manifest = crate::render::release_with_installer(instance.directory());
+    let manifest_arg = manifest.to_str().expect("UTF-8").to_owned();
+    let install = instance
+        .stackwright(&["install", "--release", &manifest_arg])
+        .run()
+        .succeeded();
+    let updater = instance.stack("updater");
+    assert!(
+        install.transcript().contains(&updater),
+        "the install names the updater stack:\n{}",
+        install.transcript()
+    );
+
+    let cloud = Cloud::connect();
+    let stack = cloud.stack(&updater).expect("the updater stack exists");
+    assert_eq!(
+        stack.stack_status().map(|status| status.as_str()),
+        Some("CREATE_COMPLETE")
+    );
+    let outputs = cloud.outputs(&updater);
+    let rule_name = &outputs["UpgradeScheduleName"];
+    assert_eq!(rule_name, &format!("{}-upgrade", instance.name));
+    let task_definition_arn = &outputs["UpgradeTaskDefinitionArn"];
+
+    // The rule runs on the configured schedule and starts one Fargate task of the job's task
+    // definition on the platform's cluster, in the private subnets, without a public address.
+    let rule = events(
+        &cloud,
+        "DescribeRule",
+        serde_json::json!({ "Name": rule_name }),
+    );
+    assert_eq!(rule["ScheduleExpression"], schedule, "{rule}");
+    assert_eq!(rule["State"], "ENABLED", "{rule}");
+    assert_eq!(
+        rule["Arn"],
+        outputs["UpgradeScheduleArn"].as_str(),
+        "{rule}"
+    );
+    let targets = events(
+        &cloud,
+        "ListTargetsByRule",
+        serde_json::json!({ "Rule": rule_name }),
+    );
+    let [target] = targets["Targets"].as_array().expect("targets").as_slice() else {
+        panic!("one target: {targets}");
+    };
+    let clusters = cloud
+        .block_on(
+            cloud
+                .ecs
+                .describe_clusters()
+                .clusters(&instance.name)
+                .send(),
+        )
+        .expect("DescribeClusters");
+    let cluster_arn = clusters.clusters()[0]
+        .cluster_arn()
+        .expect("the cluster's ARN");
+    assert_eq!(target["Arn"], cluster_arn, "{target}");
+    assert!(
+        target["RoleArn"]
+            .as_str()
+            .is_some_and(|role| role.contains(&format!(":role/{}-ScheduleRole", updater))),
+        "{target}"
+    );
+    let ecs = &target["EcsParameters"];
+    assert_eq!(
+        ecs["TaskDefinitionArn"],
+        task_definition_arn.as_str(),
+        "{target}"
+    );
+    assert_eq!(ecs["LaunchType"], "FARGATE", "{target}");
+    assert_eq!(ecs["TaskCount"], 1, "{target}");
+    let network = &ecs["NetworkConfiguration"]["AwsVpcConfiguration"];
+    assert_eq!(network["AssignPublicIp"], "DISABLED", "{target}");
+    let private_subnets: Vec<String> =
+        cloud.outputs(&instance.stack("network"))["PrivateSubnetIds"]
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+    assert_eq!(
+        network["Subnets"],
+        serde_json::json!(private_subnets),
+        "{target}"
+    );
+
+    // The task definition runs the installer's mirror in the instance's ECR, by digest, as the
+    // unattended job, with the configuration in its environment. (moto keeps only the family,
+    // the containers and the volumes of a task definition from CloudFormation; Fargate, the
+    // size and the roles are asserted on the rendered template in tests/it/render.rs.)
+    let described = cloud
+        .block_on(
+            cloud
+                .ecs
+                .describe_task_definition()
+                .task_definition(task_definition_arn)
+                .send(),
+        )
+        .expect("DescribeTaskDefinition");
+    let definition = described.task_definition().expect("a task definition");
+    assert_eq!(
+        definition.family(),
+        Some(format!("{}-updater", instance.name).as_str())
+    );
+    let [container] = definition.container_definitions() else {
+        panic!("one container: {definition:?}");
+    };
+    let digest = crate::render::INSTALLER_IMAGE
+        .split_once('@')
+        .expect("pinned by digest")
+        .1;
+    assert_eq!(
+        container.image(),
+        Some(
+            format!(
+                "123456789012.dkr.ecr.{}.amazonaws.com/{}/installer@{digest}",
+                crate::common::moto::region(),
+                instance.name
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(container.command(), ["upgrade", "--unattended"]);
+    let config_text = container
+        .environment()
+        .iter()
+        .find(|variable| variable.name() == Some("STACKWRIGHT_CONFIG_TEXT"))
+        .and_then(|variable| variable.value())
+        .expect("the configuration in STACKWRIGHT_CONFIG_TEXT");
+    let handed_over =
+        stackwright::config::ConfigFile::parse(config_text, std::path::Path::new("task"))
+            .expect("the handed-over configuration is valid");
+    // It is the configuration as the install resolved it: the file, with the control plane's
+    // URL from the environment (the local control plane's) in place of the file's.
+    let mut installed = stackwright::config::ConfigFile::load(&instance.config).expect("valid");
+    if let Some(url) = crate::common::moto::env().get("STACKWRIGHT_CONTROL_PLANE_URL") {
+        assert_eq!(
+            handed_over.control_plane.url.trim_end_matches('/'),
+            url.trim_end_matches('/')
+        );
+        installed.control_plane.url = handed_over.control_plane.url.clone();
+    }
+    assert_eq!(handed_over.to_toml(), installed.to_toml());
+    assert_eq!(handed_over.upgrade.schedule, schedule);
+
+    // Teardown deletes the updater stack first, and the rule with it. (moto leaves ECS task
+    // definitions behind when their stack goes; AWS deregisters them.)
+    let teardown = instance
+        .stackwright(&["teardown", "--delete-data"])
+        .run()
+        .succeeded();
+    assert!(
+        teardown.transcript().contains(&updater),
+        "the teardown names the updater stack:\n{}",
+        teardown.transcript()
+    );
+    assert!(cloud.stack(&updater).is_none(), "{updater} is gone");
+    assert_eq!(
+        cloud.listed_stacks(std::slice::from_ref(&updater)),
+        Vec::<String>::new()
+    );
+    let gone = events(
+        &cloud,
+        "DescribeRule",
+        serde_json::json!({ "Name": rule_name }),
+    );
+    assert_eq!(gone["__type"], "ResourceNotFoundException", "{gone}");
+}

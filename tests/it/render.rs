@@ -2,14 +2,34 @@
 //! properties that distinguish the modes asserted on the parsed templates.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::common::{VARIANTS, config_file, release, run, stackwright};
 
+/// The installer image the test releases name: an example digest in the vendor's registry.
+pub const INSTALLER_IMAGE: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com/stackwright/installer@sha256:4f2e8c1a9b7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f";
+
+/// Writes release 1.0.0 with an installer image into `directory`, as a vendor would publish a
+/// release that brings the updater stack, and returns the manifest's path. (The example
+/// releases name no installer image; see the CHANGELOG.)
+pub fn release_with_installer(directory: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(release("1.0.0")).expect("the example release exists");
+    let mut manifest: Value = serde_json::from_str(&text).expect("the example release is JSON");
+    manifest["installer"] = serde_json::json!({ "version": "0.1.0", "image": INSTALLER_IMAGE });
+    let path = directory.join("release-with-installer.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    path
+}
+
 /// Renders a variant through the CLI and returns each written file by name.
 fn render(config: &str) -> BTreeMap<String, String> {
+    render_release(config, &release("1.0.0"))
+}
+
+/// Renders a variant with a given release manifest through the CLI.
+fn render_release(config: &str, manifest: &Path) -> BTreeMap<String, String> {
     let (directory, path) = config_file(config);
     let out = directory.path().join("out");
     let (code, _, stderr) = run(
@@ -20,7 +40,7 @@ fn render(config: &str) -> BTreeMap<String, String> {
             .arg("--out")
             .arg(&out)
             .arg("--release")
-            .arg(release("1.0.0")),
+            .arg(manifest),
         directory.path(),
     );
     assert_eq!(code, 0, "render failed: {stderr}");
@@ -341,4 +361,309 @@ fn a_missing_release_manifest_is_a_clear_error_and_writes_nothing() {
     hint: pass --release with the path of a release manifest, such as manifests/releases/1.0.0.json
     ");
     assert!(!out.exists());
+}
+
+// --- The updater stack -----------------------------------------------------------------------
+
+/// Every variant rendered with a release that names an installer image.
+fn render_with_installer() -> Vec<(&'static str, &'static str, BTreeMap<String, String>)> {
+    let directory = tempfile::tempdir().unwrap();
+    let manifest = release_with_installer(directory.path());
+    VARIANTS
+        .iter()
+        .map(|(variant, config)| (*variant, *config, render_release(config, &manifest)))
+        .collect()
+}
+
+#[test]
+fn a_release_without_an_installer_image_renders_no_updater_stack() {
+    for (variant, config) in VARIANTS {
+        let files = render(config);
+        assert!(
+            !files.keys().any(|name| name.starts_with("updater.")),
+            "{variant}: {:?}",
+            files.keys()
+        );
+        assert!(
+            !files["bootstrap.template.yaml"].contains("InstallerRepository"),
+            "{variant}: no installer repository without an installer image"
+        );
+    }
+}
+
+#[test]
+fn the_updater_template_of_every_variant_matches_its_snapshot() {
+    for (variant, _, files) in render_with_installer() {
+        for name in ["updater.template.yaml", "updater.parameters.json"] {
+            insta::with_settings!({ snapshot_suffix => format!("{variant}-{name}"), prepend_module_to_snapshot => false }, {
+                insta::assert_snapshot!("render", &files[name]);
+            });
+        }
+    }
+}
+
+/// The statements of a role's inline policies and of the policies attached to it.
+fn statements<'a>(template: &'a Value, role: &str) -> Vec<&'a Value> {
+    let resources = template["Resources"].as_object().unwrap();
+    let inline = resources[role]["Properties"]["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|policy| &policy["PolicyDocument"]);
+    let attached = resources
+        .values()
+        .filter(|resource| {
+            resource["Type"] == "AWS::IAM::Policy"
+                && resource["Properties"]["Roles"]
+                    .as_array()
+                    .is_some_and(|roles| roles.iter().any(|name| name["Ref"] == role))
+        })
+        .map(|policy| &policy["Properties"]["PolicyDocument"]);
+    inline
+        .chain(attached)
+        .flat_map(|document| document["Statement"].as_array().unwrap().iter())
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(values) => values.iter().flat_map(strings).collect(),
+        Value::String(text) => vec![text.clone()],
+        Value::Object(map) => map.values().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn the_updater_runs_the_installer_on_the_configured_schedule_in_the_private_subnets() {
+    for (variant, config, files) in render_with_installer() {
+        let instance = config
+            .lines()
+            .find_map(|line| line.strip_prefix("name = "))
+            .unwrap()
+            .trim_matches('"');
+        let updater = template(&files, "updater");
+        let resources = updater["Resources"].as_object().unwrap();
+
+        let rule = &resources["Schedule"];
+        assert_eq!(rule["Type"], "AWS::Events::Rule");
+        assert_eq!(
+            rule["Properties"]["ScheduleExpression"], "rate(1 hour)",
+            "{variant}: the default upgrade.schedule"
+        );
+        let target = &rule["Properties"]["Targets"][0];
+        let ecs = &target["EcsParameters"];
+        assert_eq!(ecs["LaunchType"], "FARGATE", "{variant}");
+        assert_eq!(ecs["TaskCount"], 1, "{variant}");
+        assert_eq!(
+            ecs["TaskDefinitionArn"]["Ref"], "TaskDefinition",
+            "{variant}"
+        );
+        let awsvpc = &ecs["NetworkConfiguration"]["AwsVpcConfiguration"];
+        assert_eq!(
+            awsvpc["AssignPublicIp"], "DISABLED",
+            "{variant}: never a public address"
+        );
+        assert_eq!(awsvpc["Subnets"]["Ref"], "PrivateSubnetIds", "{variant}");
+        assert!(
+            strings(&target["Arn"])
+                .iter()
+                .any(|arn| arn.ends_with(":cluster/${ClusterName}")),
+            "{variant}: the target is the platform's cluster"
+        );
+
+        let task = &resources["TaskDefinition"]["Properties"];
+        assert_eq!(
+            task["RequiresCompatibilities"],
+            serde_json::json!(["FARGATE"])
+        );
+        assert_eq!(task["NetworkMode"], "awsvpc");
+        let container = &task["ContainerDefinitions"][0];
+        assert_eq!(
+            container["Command"],
+            serde_json::json!(["upgrade", "--unattended"])
+        );
+        assert_eq!(
+            container["Image"]["Fn::Sub"],
+            "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/${InstallerImage}"
+        );
+        let digest = INSTALLER_IMAGE.split_once('@').unwrap().1;
+        assert_eq!(
+            updater["Parameters"]["InstallerImage"]["Default"],
+            format!("{instance}/installer@{digest}"),
+            "{variant}: the installer's mirror in the customer's ECR, by digest"
+        );
+        // The configuration handed over in the environment is the one rendered from.
+        let text = container["Environment"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|variable| variable["Name"] == "STACKWRIGHT_CONFIG_TEXT")
+            .and_then(|variable| variable["Value"].as_str())
+            .unwrap_or_else(|| panic!("{variant}: no STACKWRIGHT_CONFIG_TEXT"));
+        let original = stackwright::config::ConfigFile::parse(config, Path::new("a")).unwrap();
+        let handed_over = stackwright::config::ConfigFile::parse(text, Path::new("b")).unwrap();
+        assert_eq!(handed_over.to_toml(), original.to_toml(), "{variant}");
+
+        let log_group = &resources["LogGroup"];
+        assert_eq!(log_group["Properties"]["KmsKeyId"]["Ref"], "KmsKeyArn");
+        assert_eq!(log_group["Properties"]["RetentionInDays"], 365);
+
+        // The bootstrap stack holds the installer's mirror repository.
+        let bootstrap = template(&files, "bootstrap");
+        assert_eq!(
+            bootstrap["Resources"]["InstallerRepository"]["Properties"]["RepositoryName"],
+            format!("{instance}/installer")
+        );
+
+        let parameters: Value = serde_json::from_str(&files["updater.parameters.json"]).unwrap();
+        assert_eq!(
+            parameters["depends_on"],
+            serde_json::json!([
+                format!("{instance}-bootstrap"),
+                format!("{instance}-network"),
+                format!("{instance}-platform")
+            ])
+        );
+    }
+}
+
+#[test]
+fn the_updater_roles_name_the_instance_resources_and_wildcards_only_where_aws_requires() {
+    // The only actions AWS authorizes on "*" alone.
+    const ONLY_ON_ANY_RESOURCE: &[&str] = &[
+        "ecr:GetAuthorizationToken",
+        "ecs:RegisterTaskDefinition",
+        "ecs:DeregisterTaskDefinition",
+        "ecs:DescribeTaskDefinition",
+        "ec2:DescribeRegions",
+        "ec2:DescribeVpcs",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeInternetGateways",
+        "ec2:DescribeNatGateways",
+        "ec2:DescribeAddresses",
+        "ec2:DescribeAccountAttributes",
+        "ec2:DescribeVpcEndpoints",
+        "acm:ListCertificates",
+    ];
+    for (variant, config, files) in render_with_installer() {
+        let instance = config
+            .lines()
+            .find_map(|line| line.strip_prefix("name = "))
+            .unwrap()
+            .trim_matches('"');
+        let updater = template(&files, "updater");
+        for role in ["TaskRole", "ExecutionRole", "ScheduleRole"] {
+            for statement in statements(&updater, role) {
+                assert_eq!(statement["Effect"], "Allow");
+                let actions = strings(&statement["Action"]);
+                let resources = strings(&statement["Resource"]);
+                for action in &actions {
+                    assert!(
+                        !action.contains('*'),
+                        "{variant} {role}: wildcard action {action}"
+                    );
+                }
+                if resources.iter().any(|resource| resource == "*") {
+                    for action in &actions {
+                        assert!(
+                            ONLY_ON_ANY_RESOURCE.contains(&action.as_str()),
+                            "{variant} {role}: {action} on \"*\""
+                        );
+                    }
+                }
+                if actions
+                    .iter()
+                    .any(|action| action.starts_with("cloudformation:"))
+                {
+                    let mut stacks: Vec<String> = resources
+                        .iter()
+                        .map(|arn| {
+                            arn.rsplit_once(":stack/")
+                                .map(|(_, rest)| rest.trim_end_matches("/*").to_owned())
+                                .unwrap_or_else(|| panic!("{variant}: {arn} is not a stack"))
+                        })
+                        .collect();
+                    stacks.sort();
+                    let mut expected: Vec<String> = [
+                        "bootstrap",
+                        "data",
+                        "identity",
+                        "network",
+                        "platform",
+                        "updater",
+                    ]
+                    .iter()
+                    .map(|kind| format!("{instance}-{kind}"))
+                    .collect();
+                    expected.sort();
+                    assert_eq!(stacks, expected, "{variant}: the instance's stacks only");
+                }
+                if actions.iter().any(|action| action.starts_with("dynamodb:")) {
+                    assert_eq!(
+                        resources,
+                        [format!(
+                            "arn:${{AWS::Partition}}:dynamodb:${{AWS::Region}}:${{AWS::AccountId}}:table/stackwright-{instance}"
+                        )],
+                        "{variant}: the state table only"
+                    );
+                }
+                if actions
+                    .iter()
+                    .any(|action| action.starts_with("secretsmanager:"))
+                {
+                    assert_eq!(
+                        resources,
+                        [format!(
+                            "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:stackwright/{instance}/*"
+                        )]
+                    );
+                }
+                if actions.iter().any(|action| action.starts_with("s3:")) {
+                    assert_eq!(
+                        resources,
+                        ["arn:${AWS::Partition}:s3:::${ArtifactBucketName}/*"]
+                    );
+                }
+                if actions.iter().any(|action| action == "ecr:PutImage") {
+                    assert_eq!(
+                        resources,
+                        [format!(
+                            "arn:${{AWS::Partition}}:ecr:${{AWS::Region}}:${{AWS::AccountId}}:repository/{instance}/*"
+                        )]
+                    );
+                }
+            }
+        }
+        // EventBridge may run the job's task definition on the platform's cluster, and pass
+        // exactly the job's two roles.
+        let schedule = statements(&updater, "ScheduleRole");
+        let run_task = schedule
+            .iter()
+            .find(|statement| statement["Action"] == "ecs:RunTask")
+            .expect("a RunTask statement");
+        assert!(
+            strings(&run_task["Resource"])[0]
+                .ends_with(&format!(":task-definition/{instance}-updater:*")),
+            "{variant}"
+        );
+        assert!(
+            strings(&run_task["Condition"]["ArnEquals"]["ecs:cluster"])[0]
+                .ends_with(":cluster/${ClusterName}"),
+            "{variant}"
+        );
+        let pass_role = schedule
+            .iter()
+            .find(|statement| statement["Action"] == "iam:PassRole")
+            .expect("a PassRole statement");
+        assert_eq!(
+            pass_role["Resource"],
+            serde_json::json!([
+                { "Fn::GetAtt": ["ExecutionRole", "Arn"] },
+                { "Fn::GetAtt": ["TaskRole", "Arn"] }
+            ]),
+            "{variant}"
+        );
+        assert_eq!(schedule.len(), 2, "{variant}: nothing else");
+    }
 }
