@@ -205,6 +205,7 @@ async fn install_locked(
         let record = installation_record(
             config,
             &journal,
+            installation.as_ref(),
             plan.stacks
                 .iter()
                 .map(|stack| stack.stack_name.clone())
@@ -276,6 +277,7 @@ async fn install_locked(
     let record = installation_record(
         config,
         &journal,
+        installation.as_ref(),
         report
             .stacks
             .iter()
@@ -366,12 +368,21 @@ async fn install_locked(
 }
 
 /// The installation record after an install of the journal's release.
+/// The record after an install. What an earlier record learned stays: the newest trusted root
+/// it reached, and the releases that failed here (but the one just installed).
 fn installation_record(
     config: &ConfigFile,
     journal: &Journal,
+    previous: Option<&Installation>,
     stacks: Vec<String>,
     now: jiff::Timestamp,
 ) -> Installation {
+    let failed_releases = previous
+        .map(|record| record.failed_releases.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|version| Some(version) != journal.to_release.as_ref())
+        .collect();
     Installation {
         installed_release: journal.to_release.clone(),
         networking_mode: config.network.mode.to_string(),
@@ -380,8 +391,8 @@ fn installation_record(
         config_hash: journal.config_hash.clone(),
         operation_id: journal.operation_id.clone(),
         updated_at: now,
-        failed_releases: Vec::new(),
-        trusted_root: None,
+        failed_releases,
+        trusted_root: previous.and_then(|record| record.trusted_root.clone()),
     }
 }
 

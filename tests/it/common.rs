@@ -921,6 +921,11 @@ pub mod control_plane {
         /// A server whose catalog and signed repository are `releases` (a directory holding
         /// `releases/*.json` and `repository/`): the project's `manifests/` by default.
         pub fn start(releases: Option<&Path>) -> Server {
+            Server::start_with(releases, &[])
+        }
+
+        /// The same, with more arguments for `serve`.
+        pub fn start_with(releases: Option<&Path>, arguments: &[&str]) -> Server {
             let directory = tempfile::tempdir().expect("a temporary directory");
             let manifests = Path::new(REPOSITORY).join("manifests");
             let mut child = Command::new(BINARY)
@@ -928,6 +933,7 @@ pub mod control_plane {
                 .arg(releases.unwrap_or(&manifests))
                 .arg("--database")
                 .arg(directory.path().join("control-plane.sqlite"))
+                .args(arguments)
                 .env("STACKWRIGHT_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -943,7 +949,6 @@ pub mod control_plane {
                 .trim()
                 .strip_prefix("listening on ")
                 .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-                .trim_end_matches('/')
                 .to_owned();
             Server {
                 child,
@@ -952,12 +957,17 @@ pub mod control_plane {
             }
         }
 
+        /// The server's own files: its database, signing key and admin credential.
+        pub fn directory(&self) -> &Path {
+            self.directory.path()
+        }
+
         pub fn admin_token_file(&self) -> PathBuf {
             self.directory.path().join("admin-token")
         }
 
-        /// Runs an operator command, which must succeed; returns its stdout.
-        pub fn operator(&self, arguments: &[&str]) -> String {
+        /// Runs an operator command; returns its exit code, stdout and stderr.
+        pub fn run_operator(&self, arguments: &[&str]) -> (i32, String, String) {
             let output = Command::new(BINARY)
                 .args(arguments)
                 .env_clear()
@@ -969,13 +979,18 @@ pub mod control_plane {
                 .env("NO_COLOR", "1")
                 .output()
                 .expect("the operator command runs");
-            assert!(
-                output.status.success(),
-                "{arguments:?} failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8_lossy(&output.stdout).into_owned()
+            (
+                output.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+
+        /// Runs an operator command, which must succeed; returns its stdout.
+        pub fn operator(&self, arguments: &[&str]) -> String {
+            let (code, stdout, stderr) = self.run_operator(arguments);
+            assert_eq!(code, 0, "{arguments:?} failed: {stdout}{stderr}");
+            stdout
         }
 
         /// What the server holds of every instance, as `instances --output json` prints it.

@@ -3,9 +3,8 @@
 //! waves, urgent and withdrawn releases, every kind of refused token, token refresh, the signed
 //! repository it serves, and a fuzzing run from the OpenAPI document that must find no 500.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use stackwright::control_plane::api::{
@@ -18,95 +17,24 @@ use stackwright::control_plane::{
 };
 
 use crate::common::REPOSITORY;
+use crate::common::control_plane::Server;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_stackwright-control-plane");
-
-/// A server of its own, stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    directory: tempfile::TempDir,
+/// What these tests ask of a server beyond starting it and running operator commands.
+trait Fleet {
+    fn client(&self) -> HttpControlPlane;
+    fn registration_token(&self, organization: &str) -> SecretToken;
+    async fn register(&self, organization: &str) -> Registration;
+    fn records(&self) -> Vec<InstanceRecord>;
+    fn signing_key(&self) -> Vec<u8>;
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start() -> Server {
-        Server::start_with(&[])
-    }
-
-    fn start_with(arguments: &[&str]) -> Server {
-        let directory = tempfile::tempdir().expect("a temporary directory");
-        let mut child = Command::new(BINARY)
-            .args(["serve", "--listen", "127.0.0.1:0", "--releases"])
-            .arg(Path::new(REPOSITORY).join("manifests"))
-            .arg("--database")
-            .arg(directory.path().join("control-plane.sqlite"))
-            .args(arguments)
-            .env("STACKWRIGHT_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the control plane starts");
-        let stdout = child.stdout.take().expect("its stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the control plane says where it listens");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server {
-            child,
-            url,
-            directory,
-        }
-    }
-
-    fn admin_token_file(&self) -> PathBuf {
-        self.directory.path().join("admin-token")
-    }
-
+impl Fleet for Server {
     fn client(&self) -> HttpControlPlane {
         HttpControlPlane::for_url(&self.url).expect("a client")
     }
 
-    /// Runs an operator command against this server; returns exit code, stdout, stderr.
-    fn operator(&self, arguments: &[&str]) -> (i32, String, String) {
-        let output = Command::new(BINARY)
-            .args(arguments)
-            .env_clear()
-            .env("STACKWRIGHT_CONTROL_PLANE_URL", &self.url)
-            .env(
-                "STACKWRIGHT_CONTROL_PLANE_ADMIN_TOKEN_FILE",
-                self.admin_token_file(),
-            )
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("the operator command runs");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-
-    fn succeed(&self, arguments: &[&str]) -> String {
-        let (code, stdout, stderr) = self.operator(arguments);
-        assert_eq!(code, 0, "{arguments:?} failed: {stdout}{stderr}");
-        stdout
-    }
-
     fn registration_token(&self, organization: &str) -> SecretToken {
-        let stdout = self.succeed(&["registration-token", "--organization", organization]);
+        let stdout = self.operator(&["registration-token", "--organization", organization]);
         SecretToken::new(stdout.trim())
     }
 
@@ -121,14 +49,14 @@ impl Server {
             .expect("registration succeeds")
     }
 
-    fn instances(&self) -> Vec<InstanceRecord> {
-        let stdout = self.succeed(&["instances", "--output", "json"]);
+    fn records(&self) -> Vec<InstanceRecord> {
+        let stdout = self.operator(&["instances", "--output", "json"]);
         serde_json::from_str(&stdout).expect("instances as JSON")
     }
 
     /// The server's own signing key, as an operator with the server's files holds it.
     fn signing_key(&self) -> Vec<u8> {
-        std::fs::read(self.directory.path().join("control-plane-signing-key.pk8"))
+        std::fs::read(self.directory().join("control-plane-signing-key.pk8"))
             .expect("the signing key beside the database")
     }
 }
@@ -161,7 +89,7 @@ fn refusal(error: ControlPlaneError) -> String {
 
 #[tokio::test]
 async fn control_plane_a_registration_token_registers_one_instance() {
-    let server = Server::start();
+    let server = Server::start(None);
     let token = server.registration_token("acme");
     let request = RegisterRequest {
         registration_token: token,
@@ -188,7 +116,7 @@ async fn control_plane_a_registration_token_registers_one_instance() {
     assert!(!message.contains("swr_not-one-we-issued"), "{message}");
 
     // The server holds one instance, of that organization.
-    let instances = server.instances();
+    let instances = server.records();
     assert_eq!(instances.len(), 1);
     assert_eq!(instances[0].instance_id, registration.instance_id);
     assert_eq!(instances[0].organization_id, "acme");
@@ -196,7 +124,7 @@ async fn control_plane_a_registration_token_registers_one_instance() {
 
 #[tokio::test]
 async fn control_plane_heartbeats_and_reports_are_recorded() {
-    let server = Server::start();
+    let server = Server::start(None);
     let registration = server.register("acme").await;
     let credentials = registration.credentials();
     let client = server.client();
@@ -236,7 +164,7 @@ async fn control_plane_heartbeats_and_reports_are_recorded() {
             .duplicate
     );
 
-    let instances = server.instances();
+    let instances = server.records();
     let instance = &instances[0];
     let last = instance.last_heartbeat.as_ref().expect("a heartbeat");
     assert_eq!(last.heartbeat, heartbeat);
@@ -245,7 +173,7 @@ async fn control_plane_heartbeats_and_reports_are_recorded() {
         report
     );
 
-    let table = server.succeed(&["instances"]);
+    let table = server.operator(&["instances"]);
     assert!(
         table.contains("upgrade 1.0.0 -> 1.1.0 rolled_back"),
         "{table}"
@@ -255,13 +183,13 @@ async fn control_plane_heartbeats_and_reports_are_recorded() {
 
 #[tokio::test]
 async fn control_plane_rollouts_reach_the_waves_below_their_percentage() {
-    let server = Server::start();
+    let server = Server::start(None);
     let mut fleet = Vec::new();
     for _ in 0..6 {
         fleet.push(server.register("acme").await.credentials());
     }
     let buckets: Vec<u8> = {
-        let instances = server.instances();
+        let instances = server.records();
         fleet
             .iter()
             .map(|credentials| {
@@ -277,7 +205,7 @@ async fn control_plane_rollouts_reach_the_waves_below_their_percentage() {
     for credentials in &fleet {
         assert!(offered(&server, credentials).await.is_empty());
     }
-    server.succeed(&["rollout", "1.1.0", "--channel", "stable", "--percent", "0"]);
+    server.operator(&["rollout", "1.1.0", "--channel", "stable", "--percent", "0"]);
     for credentials in &fleet {
         assert!(offered(&server, credentials).await.is_empty());
     }
@@ -288,7 +216,7 @@ async fn control_plane_rollouts_reach_the_waves_below_their_percentage() {
         .collect();
     percents.push(100);
     for percent in percents {
-        let stdout = server.succeed(&[
+        let stdout = server.operator(&[
             "rollout",
             "1.1.0",
             "--channel",
@@ -317,9 +245,9 @@ async fn control_plane_rollouts_reach_the_waves_below_their_percentage() {
 
 #[tokio::test]
 async fn control_plane_urgent_releases_and_withdrawals() {
-    let server = Server::start();
+    let server = Server::start(None);
     let credentials = server.register("acme").await.credentials();
-    let stdout = server.succeed(&["rollout", "1.1.0", "--channel", "stable", "--urgent"]);
+    let stdout = server.operator(&["rollout", "1.1.0", "--channel", "stable", "--urgent"]);
     assert_eq!(
         stdout.trim(),
         "release 1.1.0 (stable channel): rolled out to 100% of instances, urgent"
@@ -354,23 +282,23 @@ async fn control_plane_urgent_releases_and_withdrawals() {
         .unwrap();
     assert!(offer.releases.is_empty());
 
-    let stdout = server.succeed(&["withdraw", "1.1.0"]);
+    let stdout = server.operator(&["withdraw", "1.1.0"]);
     assert_eq!(stdout.trim(), "release 1.1.0 (stable channel): withdrawn");
     assert!(offered(&server, &credentials).await.is_empty());
-    let releases = server.succeed(&["releases"]);
+    let releases = server.operator(&["releases"]);
     assert!(
         releases.contains("release 1.1.0 (stable channel): withdrawn"),
         "{releases}"
     );
 
     // A release on another channel, or one the server does not have, is refused.
-    let (code, _, stderr) = server.operator(&["rollout", "1.1.0", "--channel", "beta"]);
+    let (code, _, stderr) = server.run_operator(&["rollout", "1.1.0", "--channel", "beta"]);
     assert_eq!(code, 1);
     assert!(
         stderr.contains("published on the stable channel"),
         "{stderr}"
     );
-    let (code, _, stderr) = server.operator(&["rollout", "9.9.9", "--channel", "stable"]);
+    let (code, _, stderr) = server.run_operator(&["rollout", "9.9.9", "--channel", "stable"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no release 9.9.9"), "{stderr}");
 }
@@ -401,7 +329,7 @@ fn claims_for(server: &Server, registration: &Registration) -> TokenClaims {
 
 #[tokio::test]
 async fn control_plane_refuses_forged_foreign_and_misdirected_tokens() {
-    let server = Server::start();
+    let server = Server::start(None);
     let first = server.register("acme").await;
     let second = server.register("acme").await;
     let client = server.client();
@@ -524,7 +452,7 @@ async fn control_plane_refuses_forged_foreign_and_misdirected_tokens() {
     // Nothing was recorded for the first instance by any of these.
     assert!(
         server
-            .instances()
+            .records()
             .iter()
             .all(|instance| instance.last_heartbeat.is_none())
     );
@@ -532,7 +460,7 @@ async fn control_plane_refuses_forged_foreign_and_misdirected_tokens() {
 
 #[tokio::test]
 async fn control_plane_refresh_works_until_the_token_expires() {
-    let server = Server::start_with(&["--token-lifetime", "2"]);
+    let server = Server::start_with(None, &["--token-lifetime", "2"]);
     let registration = server.register("acme").await;
     let client = server.client();
     let credentials = registration.credentials();
@@ -562,9 +490,9 @@ async fn control_plane_refresh_works_until_the_token_expires() {
 
 #[tokio::test]
 async fn control_plane_serves_the_signed_release_repository() {
-    let server = Server::start();
+    let server = Server::start(None);
     let credentials = server.register("acme").await.credentials();
-    server.succeed(&["rollout", "1.1.0", "--channel", "stable"]);
+    server.operator(&["rollout", "1.1.0", "--channel", "stable"]);
     let offer = server
         .client()
         .check_update(&credentials, &stable())
@@ -601,7 +529,7 @@ async fn control_plane_serves_the_signed_release_repository() {
 
 #[tokio::test]
 async fn control_plane_answers_bad_input_with_400_and_a_reason() {
-    let server = Server::start();
+    let server = Server::start(None);
     let registration = server.register("acme").await;
     let http = reqwest::Client::new();
     let base = &server.url;
@@ -695,13 +623,13 @@ fn control_plane_fuzzed_from_its_openapi_document_never_answers_500() {
         "{} is missing: run scripts/dev-tools.sh (scripts/test.sh does)",
         schemathesis.display()
     );
-    let server = Server::start();
+    let server = Server::start(None);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let registration = runtime.block_on(server.register("acme"));
-    server.succeed(&["rollout", "1.1.0", "--channel", "stable", "--percent", "50"]);
+    server.operator(&["rollout", "1.1.0", "--channel", "stable", "--percent", "50"]);
     // Paths name the registered instance and a file the repository has.
     std::fs::write(
-        server.directory.path().join("schemathesis.toml"),
+        server.directory().join("schemathesis.toml"),
         format!(
             "[parameters]\n\"path.instance_id\" = \"{}\"\n\"path.path\" = \"metadata/timestamp.json\"\n",
             registration.instance_id
@@ -715,7 +643,7 @@ fn control_plane_fuzzed_from_its_openapi_document_never_answers_500() {
     ];
     for (checks, token, tag) in passes {
         let output = Command::new(&schemathesis)
-            .current_dir(server.directory.path())
+            .current_dir(server.directory())
             .args([
                 "run",
                 "--checks",
