@@ -128,6 +128,11 @@ pub struct InstallArgs {
     /// Seconds each connectivity check of the preflight may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub dial_timeout: f64,
+    /// Do not copy the release's images into the instance's repositories first: they are
+    /// there already (copied with `stackwright mirror`, or by other means in an air-gapped
+    /// account).
+    #[arg(long)]
+    pub skip_mirror: bool,
 }
 
 #[derive(Debug, Args)]

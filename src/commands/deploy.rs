@@ -1,6 +1,7 @@
 //! `plan`, `install`, `status` and `teardown`: the commands that talk to CloudFormation, the
 //! mutating ones under the instance's lock and journal.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde_json::json;
@@ -10,6 +11,7 @@ use crate::aws::{Aws, CallerIdentity, CloudFormation, DynamoStateStore};
 use crate::cli::{InstallArgs, ReleaseArgs, TeardownArgs};
 use crate::config::ConfigFile;
 use crate::error::{Error, ExitStatus};
+use crate::mirror::{self, CopyOptions, MirrorSettings, RegistryOverrides, SilentReporter};
 use crate::output::{Printer, count, table};
 use crate::provision::{self, Gate, Plan, ProvisionError, StackDeployer, StackJournal};
 use crate::release::ReleaseManifest;
@@ -165,6 +167,7 @@ pub fn install(
                     settings,
                     printer,
                     &session,
+                    (!args.skip_mirror).then_some(&release),
                     &stacks,
                     operation,
                     installation,
@@ -183,6 +186,7 @@ async fn install_locked(
     settings: &GlobalSettings,
     printer: &Printer,
     session: &Session,
+    mirror_release: Option<&ReleaseManifest>,
     stacks: &[RenderedStack],
     operation: &Operation<'_, DynamoStateStore>,
     installation: Option<Installation>,
@@ -256,7 +260,16 @@ async fn install_locked(
     let reporter = CliReporter::new(printer);
     let applied = async {
         operation.complete(Phase::Plan, |_| {}).await?;
-        let hook = JournalHook(operation);
+        let hook = ImagesFirst {
+            journal: JournalHook(operation),
+            images: mirror_release.map(|release| Images {
+                settings,
+                printer,
+                session,
+                release,
+            }),
+            mirrored: AtomicBool::new(false),
+        };
         let report = provision::apply_journalled(
             &session.deployer,
             &plan,
@@ -457,6 +470,81 @@ pub(super) async fn record_failure(
         tracing::warn!(%write_error, "could not record the failed operation");
     }
     error
+}
+
+/// The release's images, to be copied into the instance's repositories.
+pub(super) struct Images<'a> {
+    pub(super) settings: &'a GlobalSettings,
+    pub(super) printer: &'a Printer,
+    pub(super) session: &'a Session,
+    pub(super) release: &'a ReleaseManifest,
+}
+
+impl Images<'_> {
+    /// Copies every image of the release that the instance's repositories lack (a no-op costs
+    /// a few requests), and says what was copied.
+    pub(super) async fn mirror(&self) -> Result<(), Error> {
+        let session = self.session;
+        let mirror_settings = MirrorSettings {
+            instance: session.config.instance.name.clone(),
+            region: session.aws.region.clone(),
+            profile: self.settings.profile.clone(),
+            options: CopyOptions::default(),
+            plain_http: false,
+            overrides: RegistryOverrides::from_env()?,
+        };
+        let summary = mirror::mirror_release(
+            &session.aws,
+            &mirror_settings,
+            self.release,
+            &SilentReporter,
+        )
+        .await?;
+        if self.printer.json_mode() {
+            self.printer
+                .json_line(&json!({ "event": "mirrored", "summary": summary }));
+        } else {
+            self.printer.status(format!("Images: {summary}"));
+        }
+        Ok(())
+    }
+}
+
+/// The install's hook: journals each stack, and mirrors the release's images once, right
+/// before the first stack that runs them changes (after the bootstrap stack has made their
+/// repositories). A resumed install mirrors again, which copies only what is missing.
+struct ImagesFirst<'a, 'b> {
+    journal: JournalHook<'a, 'b>,
+    /// None with `--skip-mirror`.
+    images: Option<Images<'a>>,
+    mirrored: AtomicBool,
+}
+
+impl StackJournal for ImagesFirst<'_, '_> {
+    async fn before_stack(&self, kind: StackKind) -> Result<(), ProvisionError> {
+        let Some(images) = &self.images else {
+            return Ok(());
+        };
+        if !matches!(kind, StackKind::Platform | StackKind::Updater)
+            || self.mirrored.load(Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        images
+            .mirror()
+            .await
+            .map_err(|error| ProvisionError::Prerequisite {
+                stack: kind.stack_name(&images.session.config.instance.name),
+                message: format!("the release's images: {error}"),
+                hint: error.hint(),
+            })?;
+        self.mirrored.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn stack_done(&self, kind: StackKind) -> Result<(), ProvisionError> {
+        self.journal.stack_done(kind).await
+    }
 }
 
 /// Tells the journal as each stack is done.

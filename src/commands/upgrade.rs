@@ -11,8 +11,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::deploy::{
-    Begun, JournalHook, Session, block_on, config_hash, confirm, connect, discard_change_sets,
-    locked, record_failure,
+    Begun, Images, JournalHook, Session, block_on, config_hash, confirm, connect,
+    discard_change_sets, locked, record_failure,
 };
 use super::reporter::{CliGate, CliReporter};
 use crate::aws::{IdentitySecret, StoredIdentity};
@@ -23,7 +23,6 @@ use crate::control_plane::api::{
 };
 use crate::control_plane::{ControlPlane, HttpControlPlane};
 use crate::error::{Error, ExitStatus};
-use crate::mirror::{self, CopyOptions, MirrorSettings, RegistryOverrides, SilentReporter};
 use crate::output::Printer;
 use crate::provision::{self, StackAction};
 use crate::release::{self, ReleaseManifest, ReleaseSelection, RepositorySource, VerifiedRelease};
@@ -309,26 +308,14 @@ async fn apply_hop(
             let operation_id = journal.operation_id.clone();
             // Images first: a stack must never point at an image the account does not hold.
             if begun == Begun::Fresh || !journal.completed.contains(&Phase::Plan) {
-                let mirror_settings = MirrorSettings {
-                    instance: config.instance.name.clone(),
-                    region: session.aws.region.clone(),
-                    profile: settings.profile.clone(),
-                    options: CopyOptions::default(),
-                    plain_http: false,
-                    overrides: RegistryOverrides::from_env()?,
-                };
-                let summary = mirror::mirror_release(
-                    &session.aws,
-                    &mirror_settings,
-                    manifest,
-                    &SilentReporter,
-                )
-                .await?;
-                if printer.json_mode() {
-                    printer.json_line(&json!({ "event": "mirrored", "summary": summary }));
-                } else {
-                    printer.status(format!("Images: {summary}"));
+                Images {
+                    settings,
+                    printer,
+                    session,
+                    release: manifest,
                 }
+                .mirror()
+                .await?;
             }
             let plan = provision::plan(
                 &session.deployer,

@@ -86,6 +86,9 @@ pub async fn apply_journalled<D: StackDeployer, R: DeployReporter, G: Gate, J: S
                 .expect("the plan covers every rendered stack");
             let states = &states;
             async move {
+                if stack_plan.action != StackAction::NoChange {
+                    journal.before_stack(stack.kind).await?;
+                }
                 let applied =
                     apply_stack(deployer, stack, stack_plan, states, region, reporter, gate)
                         .await?;

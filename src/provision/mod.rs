@@ -210,6 +210,12 @@ pub enum ProvisionError {
         "{stack}'s template is {size} bytes, over the inline limit, and the bootstrap stack's artifact bucket does not exist yet"
     )]
     NoArtifactBucket { stack: String, size: usize },
+    #[error("{stack} was not deployed: what it needs could not be put in place first: {message}")]
+    Prerequisite {
+        stack: String,
+        message: String,
+        hint: Option<String>,
+    },
     #[error("{stack} failed and ended in {status}{}", root_cause.as_ref().map(|event| format!(": {} {} ({}) {}: {}", event.status, event.logical_id, event.resource_type, event.stack_name, event.reason.as_deref().unwrap_or("no reason given"))).or_else(|| reason.as_ref().map(|reason| format!(": {reason}"))).unwrap_or_default())]
     StackFailed {
         stack: String,
@@ -244,6 +250,7 @@ impl ProvisionError {
         Some(match self {
             ProvisionError::Deploy { error, .. } => return error.hint(),
             ProvisionError::State(error) => return error.hint(),
+            ProvisionError::Prerequisite { hint, .. } => return hint.clone(),
             ProvisionError::NameTaken { .. } => {
                 "choose another instance.name in the configuration, or delete or rename the other stack".into()
             }
@@ -325,6 +332,12 @@ pub trait StackDeployer: Sync {
 /// it. An error stops the operation once the stacks running beside it are done.
 #[allow(async_fn_in_trait)]
 pub trait StackJournal: Sync {
+    /// Called before a stack that changes is applied, to put in place what it needs (the
+    /// release's images, before the stacks that run them).
+    async fn before_stack(&self, _kind: StackKind) -> Result<(), ProvisionError> {
+        Ok(())
+    }
+
     async fn stack_done(&self, kind: StackKind) -> Result<(), ProvisionError>;
 }
 

@@ -48,7 +48,7 @@ fn vendor() -> String {
     registries()["STACKWRIGHT_VENDOR_REGISTRY"].clone()
 }
 
-fn customer() -> String {
+pub(crate) fn customer() -> String {
     registries()["STACKWRIGHT_CUSTOMER_REGISTRY"].clone()
 }
 
@@ -103,7 +103,7 @@ fn seed_example(version: &str) {
 }
 
 /// One HTTP GET or HEAD on a local registry as its dev-env user: status, digest header, body.
-fn fetch(address: &str, method: &str, path: &str) -> (u16, Option<String>, Vec<u8>) {
+pub(crate) fn fetch(address: &str, method: &str, path: &str) -> (u16, Option<String>, Vec<u8>) {
     let file = &registries()["REGISTRY_AUTH_FILE"];
     let text = std::fs::read_to_string(file).expect("the dev env's auth file");
     let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");

@@ -603,6 +603,27 @@ fn install_and_check(prefix: &str, template: &str, expected: &Expected, snapshot
 // --- 1. Each networking mode installs completely ---------------------------------------------
 
 #[test]
+fn an_install_copies_the_release_images_into_the_instance_repositories() {
+    let instance = Instance::new("images", PUBLIC);
+    let install = instance.install("1.0.0");
+    assert!(
+        install.stderr.contains("Images: "),
+        "{}",
+        install.transcript()
+    );
+    let release = stackwright::release::ReleaseManifest::load(&crate::common::release("1.0.0"))
+        .expect("the example release");
+    let customer = crate::mirror::customer();
+    for component in &release.components {
+        let digest = component.image.digest.as_str();
+        let path = format!("{}/{}/manifests/{digest}", instance.name, component.name);
+        let (status, found, _) = crate::mirror::fetch(&customer, "HEAD", &path);
+        assert_eq!(status, 200, "{path} is not in the instance's registry");
+        assert_eq!(found.as_deref(), Some(digest), "{path}");
+    }
+}
+
+#[test]
 fn public_mode_installs_every_stack_and_resource() {
     install_and_check("pub", PUBLIC, &PUBLIC_EXPECTED, "install_public");
 }
@@ -1408,8 +1429,9 @@ fn a_template_over_the_inline_limit_is_uploaded_to_the_artifact_bucket_and_passe
     );
 
     let manifest_arg = manifest.to_str().expect("UTF-8").to_owned();
+    // The test release's images exist nowhere: they are not what this test is about.
     instance
-        .stackwright(&["install", "--release", &manifest_arg])
+        .stackwright(&["install", "--skip-mirror", "--release", &manifest_arg])
         .run()
         .succeeded();
 
@@ -1449,7 +1471,7 @@ fn a_template_over_the_inline_limit_is_uploaded_to_the_artifact_bucket_and_passe
 
     // Installing again recognises the uploaded template as deployed: nothing changes.
     let again = instance
-        .stackwright(&["install", "--release", &manifest_arg])
+        .stackwright(&["install", "--skip-mirror", "--release", &manifest_arg])
         .run()
         .succeeded();
     assert!(
@@ -1501,8 +1523,9 @@ fn a_release_with_an_installer_image_installs_the_updater_stack_and_teardown_rem
     let instance = Instance::new("updater", &config);
     let manifest = crate::render::release_with_installer(instance.directory());
     let manifest_arg = manifest.to_str().expect("UTF-8").to_owned();
+    // The installer image named in the test release exists nowhere.
     let install = instance
-        .stackwright(&["install", "--release", &manifest_arg])
+        .stackwright(&["install", "--skip-mirror", "--release", &manifest_arg])
         .run()
         .succeeded();
     let updater = instance.stack("updater");
