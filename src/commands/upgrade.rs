@@ -178,6 +178,21 @@ pub fn upgrade(
             Decision::NeedsInstaller {
                 next, installer, ..
             } => {
+                // The scheduled job hands over to the installer the release names, when the
+                // release carries one that is new enough.
+                let carrier = verified.iter().find(|release| {
+                    release.manifest.version == next
+                        && release
+                            .manifest
+                            .installer
+                            .as_ref()
+                            .is_some_and(|carried| carried.version >= installer)
+                });
+                if let Some(release) = carrier
+                    && args.unattended
+                {
+                    return hand_over(settings, printer, &session, &lock_settings, release).await;
+                }
                 return Err(Error::Usage {
                     message: format!(
                         "release {next} needs stackwright {installer} or newer; this is {}",
@@ -230,6 +245,123 @@ pub fn upgrade(
         }
         Ok(status)
     })
+}
+
+/// Moves the updater stack's task to the installer image `release` carries (mirrored first,
+/// with the rest of the release), under the lock: that installer applies the release on the
+/// job's next run. Nothing else changes. Only an updater stack in the account runs the job; a
+/// job run elsewhere (a systemd timer) is moved by a person.
+async fn hand_over(
+    settings: &GlobalSettings,
+    printer: &Printer,
+    session: &Session,
+    lock_settings: &crate::state::LockSettings,
+    release: &VerifiedRelease,
+) -> Result<ExitStatus, Error> {
+    let config = &session.config;
+    let manifest = &release.manifest;
+    let Some(installer) = &manifest.installer else {
+        return Ok(ExitStatus::Success);
+    };
+    let updater = StackKind::Updater.stack_name(&config.instance.name);
+    let exists = provision::StackDeployer::describe_stack(&session.deployer, &updater)
+        .await
+        .map_err(|source| provision::ProvisionError::deploy(&updater, source))?
+        .is_some();
+    if !exists {
+        return Err(Error::Usage {
+            message: format!(
+                "release {} needs stackwright {} or newer; this is {}, and no updater stack runs the job in this account",
+                manifest.version,
+                installer.version,
+                installer_version()
+            ),
+            hint: format!(
+                "run stackwright {} or newer where the job runs (the README's systemd timer names the binary)",
+                installer.version
+            ),
+        });
+    }
+    let stacks: Vec<_> = render::render_all(config, manifest)?
+        .into_iter()
+        .filter(|stack| stack.kind == StackKind::Updater)
+        .collect();
+    let inputs = OperationInputs {
+        kind: OperationKind::Upgrade,
+        release: Some(manifest.version.to_string()),
+        config_hash: config_hash(config),
+        delete_data: false,
+    };
+    let detail = format!(
+        "the updater runs stackwright {} now, which applies release {} on its next run",
+        installer.version, manifest.version
+    );
+    locked(
+        session,
+        printer,
+        lock_settings,
+        &inputs,
+        async |operation, installation, _begun| {
+            let journal = operation.journal().await;
+            // The whole release: the new installer finds its images in place.
+            Images {
+                settings,
+                printer,
+                session,
+                release: manifest,
+            }
+            .mirror()
+            .await?;
+            let plan = provision::plan(
+                &session.deployer,
+                &config.instance.name,
+                &stacks,
+                &session.aws.region,
+                true,
+            )
+            .await?;
+            let reporter = CliReporter::new(printer);
+            let applied = async {
+                operation.complete(Phase::Plan, |_| {}).await?;
+                Ok::<_, Error>(
+                    provision::apply_journalled(
+                        &session.deployer,
+                        &plan,
+                        &stacks,
+                        &session.aws.region,
+                        &reporter,
+                        &CliGate { assume_yes: true },
+                        &JournalHook(operation),
+                    )
+                    .await?,
+                )
+            }
+            .await;
+            if let Err(error) = applied {
+                return Err(record_failure(operation, installation, error).await);
+            }
+            let entry = journal.finish(
+                OperationResult::HandedOver,
+                Some(detail.clone()),
+                operation.now(),
+            );
+            operation.finish(vec![StateWrite::History(entry)]).await?;
+            Ok(())
+        },
+    )
+    .await?;
+    if printer.json_mode() {
+        printer.json_line(&json!({
+            "event": "handed_over",
+            "release": manifest.version,
+            "installer": installer.version,
+            "image": installer.image.to_string(),
+            "detail": detail,
+        }));
+    } else {
+        printer.result(format!("Handed over: {detail}."));
+    }
+    Ok(ExitStatus::Success)
 }
 
 /// How long the platform may take to settle after its stacks are updated.
@@ -693,7 +825,11 @@ pub(super) async fn send_heartbeat(
             since: lock.created_at,
         });
     let history = session.state.history().await.unwrap_or_default();
-    let last = history.into_iter().max_by_key(|entry| entry.finished_at);
+    // A hand-over to a newer installer is a step on the way, not an operation's result.
+    let last = history
+        .into_iter()
+        .filter(|entry| entry.result != OperationResult::HandedOver)
+        .max_by_key(|entry| entry.finished_at);
     let last_operation = last.map(|entry| LastOperation {
         kind: match entry.kind {
             OperationKind::Install => wire::OperationKind::Install,

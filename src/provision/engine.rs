@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use super::plan::{
-    StackAction, StackPlan, change_set_name, is_no_change_reason, resolve_parameters,
+    StackAction, outside_dependencies, StackPlan, change_set_name, is_no_change_reason, resolve_parameters,
     wait_for_change_set,
 };
 use super::{
@@ -73,7 +73,7 @@ pub async fn apply_journalled<D: StackDeployer, R: DeployReporter, G: Gate, J: S
     gate: &G,
     journal: &J,
 ) -> Result<ApplyReport, ProvisionError> {
-    let mut states: BTreeMap<String, Option<StackState>> = BTreeMap::new();
+    let mut states = outside_dependencies(deployer, stacks).await?;
     let mut outcomes: Vec<StackOutcome> = Vec::new();
     let kinds: Vec<StackKind> = stacks.iter().map(|stack| stack.kind).collect();
     for level in levels(&kinds) {

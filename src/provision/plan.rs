@@ -152,7 +152,7 @@ pub async fn plan<D: StackDeployer>(
     region: &str,
     keep_change_sets: bool,
 ) -> Result<Plan, ProvisionError> {
-    let mut states: BTreeMap<String, Option<StackState>> = BTreeMap::new();
+    let mut states = outside_dependencies(deployer, stacks).await?;
     let mut plans = Vec::with_capacity(stacks.len());
     for stack in stacks {
         let state = deployer
@@ -222,6 +222,30 @@ pub fn check_ownership(instance: &str, state: &StackState) -> Result<(), Provisi
 
 /// The parameter values from the outputs of the stacks already deployed, or `None` when a
 /// dependency does not exist yet.
+/// The deployed state of every stack that `stacks` take outputs from without including it:
+/// planning or applying some of an instance's stacks (the updater alone) reads the others'
+/// outputs from CloudFormation. Nothing is read when every dependency is included.
+pub(crate) async fn outside_dependencies<D: StackDeployer>(
+    deployer: &D,
+    stacks: &[RenderedStack],
+) -> Result<BTreeMap<String, Option<StackState>>, ProvisionError> {
+    let mut states = BTreeMap::new();
+    for source in stacks.iter().flat_map(|stack| &stack.parameters) {
+        let included = stacks
+            .iter()
+            .any(|stack| stack.stack_name == source.stack);
+        if included || states.contains_key(&source.stack) {
+            continue;
+        }
+        let state = deployer
+            .describe_stack(&source.stack)
+            .await
+            .map_err(|error| ProvisionError::deploy(&source.stack, error))?;
+        states.insert(source.stack.clone(), state);
+    }
+    Ok(states)
+}
+
 pub fn resolve_parameters(
     stack: &RenderedStack,
     states: &BTreeMap<String, Option<StackState>>,

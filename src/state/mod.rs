@@ -319,6 +319,10 @@ pub enum OperationResult {
     Abandoned,
     /// An unattended upgrade whose changes the policy would not approve: left for a person.
     Parked,
+    /// An unattended upgrade that moved the updater to the newer installer its release needs,
+    /// which applies the release on its next run.
+    #[serde(rename = "handed_over")]
+    HandedOver,
 }
 
 impl fmt::Display for OperationResult {
@@ -329,6 +333,7 @@ impl fmt::Display for OperationResult {
             OperationResult::RolledBack => "rolled back",
             OperationResult::Abandoned => "abandoned",
             OperationResult::Parked => "parked",
+            OperationResult::HandedOver => "handed over",
         })
     }
 }

@@ -86,7 +86,7 @@ fn client(address: &str) -> OciRegistry {
 }
 
 /// Pushes images to the vendor registry; returns their digests.
-fn push(images: &[synthetic::SyntheticImage]) -> Vec<String> {
+pub(crate) fn push(images: &[synthetic::SyntheticImage]) -> Vec<String> {
     let vendor = client(&vendor());
     runtime().block_on(async {
         let mut digests = Vec::new();

@@ -483,14 +483,12 @@ fn the_updater_runs_the_installer_on_the_configured_schedule_in_the_private_subn
             container["Command"],
             serde_json::json!(["upgrade", "--unattended"])
         );
-        assert_eq!(
-            container["Image"]["Fn::Sub"],
-            "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/${InstallerImage}"
-        );
         let digest = INSTALLER_IMAGE.split_once('@').unwrap().1;
         assert_eq!(
-            updater["Parameters"]["InstallerImage"]["Default"],
-            format!("{instance}/installer@{digest}"),
+            container["Image"]["Fn::Sub"],
+            format!(
+                "${{AWS::AccountId}}.dkr.ecr.${{AWS::Region}}.${{AWS::URLSuffix}}/{instance}/installer@{digest}"
+            ),
             "{variant}: the installer's mirror in the customer's ECR, by digest"
         );
         // The configuration handed over in the environment is the one rendered from.

@@ -30,16 +30,22 @@ url = "https://control.example.com"
 
 /// An installed instance of release 1.0.0 registered with `server` through a token file.
 fn installed(prefix: &str, server: &Server, extra: &str) -> Instance {
+    installed_from(prefix, server, extra, &release("1.0.0"))
+}
+
+/// The same, from the release manifest at `manifest`.
+fn installed_from(
+    prefix: &str,
+    server: &Server,
+    extra: &str,
+    manifest: &std::path::Path,
+) -> Instance {
     let instance = Instance::new(prefix, &format!("{CONFIG}{extra}"));
     let token = server.operator(&["registration-token"]);
     let token_file = instance.directory().join("stackwright.token");
     std::fs::write(&token_file, token.trim()).expect("the token file");
     let install = instance
-        .stackwright(&[
-            "install",
-            "--release",
-            release("1.0.0").to_str().expect("UTF-8"),
-        ])
+        .stackwright(&["install", "--release", manifest.to_str().expect("UTF-8")])
         .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
         .run()
         .succeeded();
@@ -975,4 +981,140 @@ fn an_upgrade_whose_targets_fail_their_health_checks_is_failed_reported_and_skip
     let report = &server.instances()[0]["last_report"]["report"];
     assert_eq!(report["outcome"], "failed");
     assert_eq!(report["to_version"], "1.1.0");
+}
+
+/// An installer image of `version` pushed to the vendor registry, named as a release names it.
+fn installer_image(version: &str) -> (String, String) {
+    use stackwright::mirror::synthetic;
+    let image = synthetic::SyntheticImage {
+        repository: "stackwright/installer".into(),
+        tag: Some(version.into()),
+        platforms: vec![synthetic::PlatformImage {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            layers: vec![synthetic::Layer::new(
+                synthetic::seed_of(&format!("installer-{version}")),
+                64 * 1024,
+            )],
+            labels: Vec::new(),
+        }],
+    };
+    let digest = crate::mirror::push(&[image]).remove(0);
+    (
+        format!("111122223333.dkr.ecr.us-east-1.amazonaws.com/stackwright/installer@{digest}"),
+        digest,
+    )
+}
+
+/// The image the updater stack's task runs, as its deployed template names it.
+fn updater_image(instance: &Instance) -> String {
+    let cloud = Cloud::connect();
+    let template = cloud
+        .block_on(
+            cloud
+                .cloudformation
+                .get_template()
+                .stack_name(instance.stack("updater"))
+                .send(),
+        )
+        .expect("GetTemplate");
+    let body = template.template_body().unwrap_or_default();
+    let start = body
+        .find(&format!("{}/installer@", instance.name))
+        .expect("the installer image in the updater's template");
+    body[start..]
+        .split(|character: char| character.is_whitespace() || character == '"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_release_that_needs_a_newer_installer_moves_the_updater_to_it_first() {
+    let (old, old_digest) = installer_image("0.1.0");
+    let (new, new_digest) = installer_image("0.2.0");
+    let releases = catalog(
+        |version, manifest| {
+            if version == "1.0.0" {
+                manifest["installer"] = serde_json::json!({ "version": "0.1.0", "image": old });
+            } else {
+                manifest["minimum_installer_version"] = serde_json::json!("0.2.0");
+                manifest["installer"] = serde_json::json!({ "version": "0.2.0", "image": new });
+            }
+        },
+        &[],
+    );
+    let server = Server::start(Some(releases.path()));
+    rollout(&server, "1.0.0");
+    let instance = installed_from(
+        "handover",
+        &server,
+        "",
+        &releases.path().join("releases/1.0.0.json"),
+    );
+    assert_eq!(
+        updater_image(&instance),
+        format!("{}/installer@{old_digest}", instance.name)
+    );
+    rollout(&server, "1.1.0");
+
+    let run = upgrade(&instance, &server, &["--unattended"])
+        .run()
+        .succeeded();
+    let lines = events(&format!("{}{}", run.stdout, run.stderr));
+    let decision = &event(&lines, "decision").expect("a decision")["decision"];
+    assert_eq!(decision["decision"], "needs_installer", "{decision}");
+    let handed = event(&lines, "handed_over").expect("a hand-over");
+    assert_eq!(handed["installer"], "0.2.0");
+    assert_eq!(handed["release"], "1.1.0");
+
+    // The updater's task runs the new installer, from the instance's own repository; the
+    // platform did not move, and the history says why.
+    assert_eq!(
+        updater_image(&instance),
+        format!("{}/installer@{new_digest}", instance.name),
+        "{}",
+        run.transcript()
+    );
+    let (status, found, _) = crate::mirror::fetch(
+        &crate::mirror::customer(),
+        "HEAD",
+        &format!("{}/installer/manifests/{new_digest}", instance.name),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(found.as_deref(), Some(new_digest.as_str()));
+    assert_platform_runs(&instance, "1.0.0");
+    assert_eq!(installed_release(&instance), "1.0.0");
+    let upgrades = upgrades_in_history(&instance);
+    assert_eq!(upgrades.len(), 1, "{upgrades:?}");
+    assert_eq!(upgrades[0]["result"], "handed_over");
+
+    // The old installer, run again, finds the hand-over made and writes nothing.
+    let (again, requests) = crate::common::moto::record(&instance.name, || {
+        upgrade(&instance, &server, &["--unattended"])
+            .tag(&instance.name)
+            .run()
+            .succeeded()
+    });
+    let lines = events(&format!("{}{}", again.stdout, again.stderr));
+    assert!(
+        event(&lines, "handed_over").is_some(),
+        "{}",
+        again.transcript()
+    );
+    let writes = crate::common::moto::cloudformation_writes(&requests);
+    assert!(
+        writes
+            .iter()
+            .all(|write| !write.starts_with("ExecuteChangeSet")),
+        "{writes:?}"
+    );
+
+    // A person with the old installer is told what to run.
+    let manual = upgrade(&instance, &server, &[]).run().exited(64);
+    assert!(
+        manual.stderr.contains("needs stackwright 0.2.0 or newer"),
+        "{}",
+        manual.transcript()
+    );
 }
