@@ -215,6 +215,10 @@ pub struct UpgradeArgs {
     /// Seconds each connectivity check of the preflight may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub dial_timeout: f64,
+    /// Seconds the platform may take, after its stacks are updated, to have every ECS service
+    /// deployed and no unhealthy load balancer target; past that the upgrade has failed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub health_timeout: u64,
 }
 
 #[derive(Debug, Args)]

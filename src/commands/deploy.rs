@@ -336,7 +336,13 @@ async fn install_locked(
             public.to_owned(),
         ));
     }
-    let upgrade_job = super::story::UpgradeJob::from_config(config, jiff::Timestamp::now());
+    let updater = StackKind::Updater.stack_name(&config.instance.name);
+    let in_account = report
+        .stacks
+        .iter()
+        .any(|stack| stack.stack_name == updater);
+    let upgrade_job =
+        super::story::UpgradeJob::from_config(config, in_account, jiff::Timestamp::now());
     if printer.json_mode() {
         printer.data(&json!({
             "changed": true,

@@ -136,6 +136,9 @@ pub fn introduction(config: &ConfigFile, plan: &Plan, account: &str) -> Option<S
 /// What the unattended upgrade job does, from the configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct UpgradeJob {
+    /// Whether the updater stack runs the job in the account (the release names an installer
+    /// image); otherwise it runs wherever a person schedules it.
+    pub in_account: bool,
     pub schedule: String,
     pub channel: String,
     pub pin: Option<String>,
@@ -146,9 +149,10 @@ pub struct UpgradeJob {
 }
 
 impl UpgradeJob {
-    pub fn from_config(config: &ConfigFile, now: jiff::Timestamp) -> Self {
+    pub fn from_config(config: &ConfigFile, in_account: bool, now: jiff::Timestamp) -> Self {
         let window = config.upgrade.window();
         UpgradeJob {
+            in_account,
             schedule: config.upgrade.schedule.clone(),
             channel: config.release.channel.clone(),
             pin: config.release.pin.as_ref().map(ToString::to_string),
@@ -184,9 +188,17 @@ impl UpgradeJob {
                 "It applies nothing by itself: every upgrade waits for `stackwright upgrade` (upgrade.auto_approve = \"none\")."
             }
         };
+        let runs = if self.in_account {
+            format!(
+                "The unattended upgrade job runs on the schedule {} in this account (the updater stack).",
+                self.schedule
+            )
+        } else {
+            "No updater stack runs the unattended upgrade job in this account (the release names no installer image): run `stackwright upgrade --unattended` on a schedule where this configuration lives, as the README's systemd timer does.".to_owned()
+        };
         wrap(&format!(
-            "The unattended upgrade job runs on the schedule {} in this account: it reports to {control_plane}, asks for a newer release on the {} channel{pin}, and {when}. {approve} A failed upgrade rolls back and that release is skipped.",
-            self.schedule, self.channel
+            "{runs} It reports to {control_plane}, asks for a newer release on the {} channel{pin}, and {when}. {approve} A failed upgrade rolls back and that release is skipped.",
+            self.channel
         ))
     }
 }

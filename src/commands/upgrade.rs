@@ -364,12 +364,9 @@ async fn hand_over(
     Ok(ExitStatus::Success)
 }
 
-/// How long the platform may take to settle after its stacks are updated.
-const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// Waits until the platform's services are stable and its targets healthy, or it is clear they
 /// will not be; says what it sees while it waits. A health that cannot be read is a problem.
-async fn platform_health(session: &Session, printer: &Printer) -> Health {
+async fn platform_health(session: &Session, printer: &Printer, timeout_seconds: u64) -> Health {
     let stack = StackKind::Platform.stack_name(&session.config.instance.name);
     let show = |health: &Health| {
         if printer.json_mode() {
@@ -381,7 +378,8 @@ async fn platform_health(session: &Session, printer: &Printer) -> Health {
     let read = async {
         let resources =
             provision::StackDeployer::stack_resources(&session.deployer, &stack).await?;
-        crate::aws::health::watch(&session.aws, &resources, HEALTH_TIMEOUT, show).await
+        let timeout = std::time::Duration::from_secs(timeout_seconds);
+        crate::aws::health::watch(&session.aws, &resources, timeout, show).await
     };
     let health = read.await.unwrap_or_else(|error| Health::Unhealthy {
         problems: vec![format!("its health cannot be read: {error}")],
@@ -555,7 +553,7 @@ async fn apply_hop(
             };
             // CloudFormation is done; whether the release serves is ECS's and the load
             // balancer's to say.
-            let problems = match platform_health(session, printer).await {
+            let problems = match platform_health(session, printer, args.health_timeout).await {
                 Health::Unhealthy { problems } => Some(problems),
                 _ => None,
             };

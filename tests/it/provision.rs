@@ -1528,6 +1528,18 @@ fn a_release_with_an_installer_image_installs_the_updater_stack_and_teardown_rem
         .stackwright(&["install", "--skip-mirror", "--release", &manifest_arg])
         .run()
         .succeeded();
+    let words = install
+        .stdout
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        words.contains(&format!(
+            "The unattended upgrade job runs on the schedule {schedule} in this account (the updater stack)."
+        )),
+        "{}",
+        install.transcript()
+    );
     let updater = instance.stack("updater");
     assert!(
         install.transcript().contains(&updater),
