@@ -9,8 +9,8 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use super::plan::{
-    StackAction, outside_dependencies, StackPlan, change_set_name, is_no_change_reason, resolve_parameters,
-    wait_for_change_set,
+    StackAction, StackPlan, change_set_name, is_no_change_reason, outside_dependencies,
+    resolve_parameters, wait_for_change_set,
 };
 use super::{
     Backoff, ChangeSetKind, ChangeSetRequest, ChangeSetStatus, DeployError, DeployReporter,

@@ -231,9 +231,7 @@ pub(crate) async fn outside_dependencies<D: StackDeployer>(
 ) -> Result<BTreeMap<String, Option<StackState>>, ProvisionError> {
     let mut states = BTreeMap::new();
     for source in stacks.iter().flat_map(|stack| &stack.parameters) {
-        let included = stacks
-            .iter()
-            .any(|stack| stack.stack_name == source.stack);
+        let included = stacks.iter().any(|stack| stack.stack_name == source.stack);
         if included || states.contains_key(&source.stack) {
             continue;
         }
