@@ -108,6 +108,29 @@ impl Layer {
     }
 }
 
+/// The value with every object's keys in sorted order. serde_json keeps an object's keys sorted,
+/// or in insertion order when its `preserve_order` feature is on, which some dependencies turn on
+/// in some builds (the tests' among them): the images' bytes, and so their digests, which the
+/// example releases pin, must not depend on the build.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|left, right| left.0.cmp(&right.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sorted(value)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
+}
+
 fn splitmix(mut value: u64) -> u64 {
     value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -173,7 +196,7 @@ pub fn build(image: &SyntheticImage) -> BuiltImage {
                 "diff_ids": layers.iter().map(|(_, digest)| digest.clone()).collect::<Vec<_>>(),
             },
         });
-        let config = Bytes::from(serde_json::to_vec(&config).unwrap_or_default());
+        let config = Bytes::from(serde_json::to_vec(&sorted(config)).unwrap_or_default());
         let config_digest = sha256_digest(&config);
         let manifest = json!({
             "schemaVersion": 2,
@@ -189,7 +212,7 @@ pub fn build(image: &SyntheticImage) -> BuiltImage {
                 "size": layer.blob_size(),
             })).collect::<Vec<_>>(),
         });
-        let bytes = Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+        let bytes = Bytes::from(serde_json::to_vec_pretty(&sorted(manifest)).unwrap_or_default());
         let digest = sha256_digest(&bytes);
         manifests.push(BuiltManifest {
             digest,
@@ -221,7 +244,7 @@ pub fn build(image: &SyntheticImage) -> BuiltImage {
             "platform": { "architecture": platform.architecture, "os": platform.os },
         })).collect::<Vec<_>>(),
     });
-    let bytes = Bytes::from(serde_json::to_vec_pretty(&index).unwrap_or_default());
+    let bytes = Bytes::from(serde_json::to_vec_pretty(&sorted(index)).unwrap_or_default());
     BuiltImage {
         digest: sha256_digest(&bytes),
         size: bytes.len() as u64,
@@ -340,6 +363,26 @@ pub fn seed_of(name: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    /// The digests the example releases pin, whichever features this build has.
+    #[test]
+    fn the_example_images_have_the_digests_the_example_releases_pin() {
+        for version in ["1.0.0", "1.1.0"] {
+            let path = format!(
+                "{}/manifests/releases/{version}.json",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).expect("the example release");
+            for image in super::example_release(version, "stackwright") {
+                let digest = super::build(&image).digest;
+                assert!(
+                    text.contains(&format!("{}@{digest}", image.repository)),
+                    "{} {version} built as {digest}, which {path} does not pin",
+                    image.repository
+                );
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
