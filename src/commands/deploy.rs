@@ -260,16 +260,15 @@ async fn install_locked(
     let reporter = CliReporter::new(printer);
     let applied = async {
         operation.complete(Phase::Plan, |_| {}).await?;
-        let hook = ImagesFirst {
-            journal: JournalHook(operation),
-            images: mirror_release.map(|release| Images {
+        let hook = ImagesFirst::new(
+            JournalHook(operation),
+            mirror_release.map(|release| Images {
                 settings,
                 printer,
                 session,
                 release,
             }),
-            mirrored: AtomicBool::new(false),
-        };
+        );
         let report = provision::apply_journalled(
             &session.deployer,
             &plan,
@@ -516,14 +515,26 @@ impl Images<'_> {
     }
 }
 
-/// The install's hook: journals each stack, and mirrors the release's images once, right
-/// before the first stack that runs them changes (after the bootstrap stack has made their
-/// repositories). A resumed install mirrors again, which copies only what is missing.
-struct ImagesFirst<'a, 'b> {
+/// The hook of installs and upgrades: journals each stack, and mirrors the release's images
+/// once, right before the first stack that runs them changes, after the bootstrap stack has
+/// made their repositories (copying first would create a new component's repository through
+/// the ECR API, and the bootstrap stack could then not create it). A resumed run mirrors again,
+/// which copies only what is missing.
+pub(super) struct ImagesFirst<'a, 'b> {
     journal: JournalHook<'a, 'b>,
     /// None with `--skip-mirror`.
     images: Option<Images<'a>>,
     mirrored: AtomicBool,
+}
+
+impl<'a, 'b> ImagesFirst<'a, 'b> {
+    pub(super) fn new(journal: JournalHook<'a, 'b>, images: Option<Images<'a>>) -> Self {
+        ImagesFirst {
+            journal,
+            images,
+            mirrored: AtomicBool::new(false),
+        }
+    }
 }
 
 impl StackJournal for ImagesFirst<'_, '_> {

@@ -11,7 +11,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::deploy::{
-    Begun, Images, JournalHook, Session, block_on, config_hash, confirm, connect,
+    Images, ImagesFirst, JournalHook, Session, block_on, config_hash, confirm, connect,
     discard_change_sets, locked, record_failure,
 };
 use super::reporter::{CliGate, CliReporter};
@@ -247,9 +247,8 @@ pub fn upgrade(
     })
 }
 
-/// Moves the updater stack's task to the installer image `release` carries (mirrored first,
-/// with the rest of the release), under the lock: that installer applies the release on the
-/// job's next run. Nothing else changes. Only an updater stack in the account runs the job; a
+/// Moves the updater stack's task to the installer image `release` carries (that image
+/// mirrored first), under the lock: that installer applies the release on the job's next run. Nothing else changes. Only an updater stack in the account runs the job; a
 /// job run elsewhere (a systemd timer) is moved by a person.
 async fn hand_over(
     settings: &GlobalSettings,
@@ -282,6 +281,10 @@ async fn hand_over(
             ),
         });
     }
+    let installer_only = ReleaseManifest {
+        components: Vec::new(),
+        ..manifest.clone()
+    };
     let stacks: Vec<_> = render::render_all(config, manifest)?
         .into_iter()
         .filter(|stack| stack.kind == StackKind::Updater)
@@ -303,15 +306,6 @@ async fn hand_over(
         &inputs,
         async |operation, installation, _begun| {
             let journal = operation.journal().await;
-            // The whole release: the new installer finds its images in place.
-            Images {
-                settings,
-                printer,
-                session,
-                release: manifest,
-            }
-            .mirror()
-            .await?;
             let plan = provision::plan(
                 &session.deployer,
                 &config.instance.name,
@@ -331,7 +325,18 @@ async fn hand_over(
                         &session.aws.region,
                         &reporter,
                         &CliGate { assume_yes: true },
-                        &JournalHook(operation),
+                        // The installer's image only: the release's own images arrive when
+                        // the new installer applies it, after its bootstrap stack has made any
+                        // new repository.
+                        &ImagesFirst::new(
+                            JournalHook(operation),
+                            Some(Images {
+                                settings,
+                                printer,
+                                session,
+                                release: &installer_only,
+                            }),
+                        ),
                     )
                     .await?,
                 )
@@ -433,20 +438,9 @@ async fn apply_hop(
         printer,
         lock_settings,
         &inputs,
-        async |operation, installation, begun| {
+        async |operation, installation, _begun| {
             let journal = operation.journal().await;
             let operation_id = journal.operation_id.clone();
-            // Images first: a stack must never point at an image the account does not hold.
-            if begun == Begun::Fresh || !journal.completed.contains(&Phase::Plan) {
-                Images {
-                    settings,
-                    printer,
-                    session,
-                    release: manifest,
-                }
-                .mirror()
-                .await?;
-            }
             let plan = provision::plan(
                 &session.deployer,
                 &config.instance.name,
@@ -524,7 +518,16 @@ async fn apply_hop(
             let gate = CliGate { assume_yes: true };
             let applied = async {
                 operation.complete(Phase::Plan, |_| {}).await?;
-                let hook = JournalHook(operation);
+                // The images arrive before the platform stack points at them.
+                let hook = ImagesFirst::new(
+                    JournalHook(operation),
+                    Some(Images {
+                        settings,
+                        printer,
+                        session,
+                        release: manifest,
+                    }),
+                );
                 Ok::<_, Error>(
                     provision::apply_journalled(
                         &session.deployer,

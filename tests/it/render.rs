@@ -543,6 +543,7 @@ fn the_updater_roles_name_the_instance_resources_and_wildcards_only_where_aws_re
         "ec2:DescribeAccountAttributes",
         "ec2:DescribeVpcEndpoints",
         "acm:ListCertificates",
+        "elasticloadbalancing:DescribeTargetHealth",
     ];
     for (variant, config, files) in render_with_installer() {
         let instance = config
