@@ -122,17 +122,24 @@ pub struct InstallArgs {
     pub release: ReleaseArgs,
     #[command(flatten)]
     pub lock: LockArgs,
-    /// Install without running the preflight checks first (said so in the output).
-    #[arg(long, env = "STACKWRIGHT_SKIP_PREFLIGHT", value_parser = clap::builder::FalseyValueParser::new())]
-    pub skip_preflight: bool,
-    /// Seconds each connectivity check of the preflight may take.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub dial_timeout: f64,
+    #[command(flatten)]
+    pub preflight: PreflightFirst,
     /// Do not copy the release's images into the instance's repositories first: they are
     /// there already (copied with `stackwright mirror`, or by other means in an air-gapped
     /// account).
     #[arg(long)]
     pub skip_mirror: bool,
+}
+
+/// The preflight checks that `install` and `upgrade` run before anything changes.
+#[derive(Debug, Args)]
+pub struct PreflightFirst {
+    /// Go ahead without running the preflight checks first (said so in the output).
+    #[arg(long, env = "STACKWRIGHT_SKIP_PREFLIGHT", value_parser = clap::builder::FalseyValueParser::new())]
+    pub skip_preflight: bool,
+    /// Seconds each connectivity check of the preflight may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub dial_timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -209,12 +216,8 @@ pub struct UpgradeArgs {
     pub unattended: bool,
     #[command(flatten)]
     pub lock: LockArgs,
-    /// Upgrade without running the preflight checks first (said so in the output).
-    #[arg(long, env = "STACKWRIGHT_SKIP_PREFLIGHT", value_parser = clap::builder::FalseyValueParser::new())]
-    pub skip_preflight: bool,
-    /// Seconds each connectivity check of the preflight may take.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub dial_timeout: f64,
+    #[command(flatten)]
+    pub preflight: PreflightFirst,
     /// Seconds the platform may take, after its stacks are updated, to have every ECS service
     /// deployed and no unhealthy load balancer target; past that the upgrade has failed.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]

@@ -140,8 +140,7 @@ pub fn install(
         let config = &session.config;
         let (release, stacks) =
             render_release(settings, printer, &session, args.release.release.as_deref()).await?;
-        super::preflight::before_install(printer, &session, args.skip_preflight, args.dial_timeout)
-            .await?;
+        super::preflight::before_install(printer, &session, &args.preflight).await?;
         printer.status(format!(
             "Installing {} (release {}, {} mode) into account {} as {}, region {}",
             config.instance.name,
@@ -257,31 +256,13 @@ async fn install_locked(
             action: "install".into(),
         });
     }
-    let reporter = CliReporter::new(printer);
-    let applied = async {
-        operation.complete(Phase::Plan, |_| {}).await?;
-        let hook = ImagesFirst::new(
-            JournalHook(operation),
-            mirror_release.map(|release| Images {
-                settings,
-                printer,
-                session,
-                release,
-            }),
-        );
-        let report = provision::apply_journalled(
-            &session.deployer,
-            &plan,
-            stacks,
-            &session.aws.region,
-            &reporter,
-            &gate,
-            &hook,
-        )
-        .await?;
-        Ok::<_, Error>(report)
-    }
-    .await;
+    let images = mirror_release.map(|release| Images {
+        settings,
+        printer,
+        session,
+        release,
+    });
+    let applied = apply_plan(session, printer, operation, &plan, stacks, &gate, images).await;
     let report = match applied {
         Ok(report) => report,
         Err(error) => return Err(record_failure(operation, installation, error).await),
@@ -477,6 +458,36 @@ pub(super) async fn record_failure(
     error
 }
 
+/// Applies a plan under `operation`: the plan phase recorded, each stack journalled as it is
+/// done, and `images` (when given) copied right before the first stack that runs them. The
+/// caller records a failure, knowing what it changed.
+pub(super) async fn apply_plan(
+    session: &Session,
+    printer: &Printer,
+    operation: &Operation<'_, DynamoStateStore>,
+    plan: &Plan,
+    stacks: &[RenderedStack],
+    gate: &CliGate,
+    images: Option<Images<'_>>,
+) -> Result<provision::ApplyReport, Error> {
+    operation.complete(Phase::Plan, |_| {}).await?;
+    let hook = ImagesFirst {
+        journal: JournalHook(operation),
+        images,
+        mirrored: AtomicBool::new(false),
+    };
+    Ok(provision::apply_journalled(
+        &session.deployer,
+        plan,
+        stacks,
+        &session.aws.region,
+        &CliReporter::new(printer),
+        gate,
+        &hook,
+    )
+    .await?)
+}
+
 /// The release's images, to be copied into the instance's repositories.
 pub(super) struct Images<'a> {
     pub(super) settings: &'a GlobalSettings,
@@ -520,21 +531,11 @@ impl Images<'_> {
 /// made their repositories (copying first would create a new component's repository through
 /// the ECR API, and the bootstrap stack could then not create it). A resumed run mirrors again,
 /// which copies only what is missing.
-pub(super) struct ImagesFirst<'a, 'b> {
+struct ImagesFirst<'a, 'b> {
     journal: JournalHook<'a, 'b>,
     /// None with `--skip-mirror`.
     images: Option<Images<'a>>,
     mirrored: AtomicBool,
-}
-
-impl<'a, 'b> ImagesFirst<'a, 'b> {
-    pub(super) fn new(journal: JournalHook<'a, 'b>, images: Option<Images<'a>>) -> Self {
-        ImagesFirst {
-            journal,
-            images,
-            mirrored: AtomicBool::new(false),
-        }
-    }
 }
 
 impl StackJournal for ImagesFirst<'_, '_> {
@@ -565,7 +566,7 @@ impl StackJournal for ImagesFirst<'_, '_> {
 }
 
 /// Tells the journal as each stack is done.
-pub(super) struct JournalHook<'a, 'b>(pub(super) &'a Operation<'b, DynamoStateStore>);
+struct JournalHook<'a, 'b>(&'a Operation<'b, DynamoStateStore>);
 
 impl StackJournal for JournalHook<'_, '_> {
     async fn stack_done(&self, kind: StackKind) -> Result<(), ProvisionError> {

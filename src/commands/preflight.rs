@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::deploy::{Session, block_on};
 use crate::aws::{Aws, AwsAccount, CloudFormation};
-use crate::cli::PreflightArgs;
+use crate::cli::{PreflightArgs, PreflightFirst};
 use crate::config::ConfigFile;
 use crate::error::{Error, ExitStatus};
 use crate::output::Printer;
@@ -102,11 +102,11 @@ pub fn preflight(
 pub(super) async fn before_install(
     printer: &Printer,
     session: &Session,
-    skip: bool,
-    timeout: f64,
+    options: &PreflightFirst,
 ) -> Result<(), Error> {
     let config = &session.config;
-    if skip {
+    let timeout = options.dial_timeout;
+    if options.skip_preflight {
         printer.warn("preflight skipped (--skip-preflight or STACKWRIGHT_SKIP_PREFLIGHT): quotas, leftover stacks, the certificate and connectivity were not checked");
         if printer.json_mode() {
             printer.json_line(&json!({ "event": "preflight", "skipped": true }));

@@ -11,10 +11,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::deploy::{
-    Images, ImagesFirst, JournalHook, Session, block_on, config_hash, confirm, connect,
-    discard_change_sets, locked, record_failure,
+    Images, Session, apply_plan, block_on, config_hash, confirm, connect, discard_change_sets,
+    locked, record_failure,
 };
-use super::reporter::{CliGate, CliReporter};
+use super::reporter::CliGate;
 use crate::aws::{IdentitySecret, StoredIdentity};
 use crate::cli::{OutputFormat, UpgradeArgs};
 use crate::control_plane::api::{
@@ -30,8 +30,8 @@ use crate::render;
 use crate::settings::GlobalSettings;
 use crate::stacks::StackKind;
 use crate::state::{
-    Installation, InstallationStatus, OperationInputs, OperationKind, OperationResult, Phase,
-    StateStore, StateWrite,
+    Installation, InstallationStatus, OperationInputs, OperationKind, OperationResult, StateStore,
+    StateWrite,
 };
 use crate::upgrade::{
     ChangeReview, Decision, Health, OfferedRelease, TemplatePair, UpgradePolicy, decide,
@@ -211,8 +211,7 @@ pub fn upgrade(
             }
         };
         // What would stop an install stops an upgrade too, before the lock is taken.
-        super::preflight::before_install(printer, &session, args.skip_preflight, args.dial_timeout)
-            .await?;
+        super::preflight::before_install(printer, &session, &args.preflight).await?;
         let mut from = installed;
         let mut status = ExitStatus::Success;
         for version in path {
@@ -314,33 +313,24 @@ async fn hand_over(
                 true,
             )
             .await?;
-            let reporter = CliReporter::new(printer);
-            let applied = async {
-                operation.complete(Phase::Plan, |_| {}).await?;
-                Ok::<_, Error>(
-                    provision::apply_journalled(
-                        &session.deployer,
-                        &plan,
-                        &stacks,
-                        &session.aws.region,
-                        &reporter,
-                        &CliGate { assume_yes: true },
-                        // The installer's image only: the release's own images arrive when
-                        // the new installer applies it, after its bootstrap stack has made any
-                        // new repository.
-                        &ImagesFirst::new(
-                            JournalHook(operation),
-                            Some(Images {
-                                settings,
-                                printer,
-                                session,
-                                release: &installer_only,
-                            }),
-                        ),
-                    )
-                    .await?,
-                )
-            }
+            // The installer's image only: the release's own images arrive when the new
+            // installer applies it, after its bootstrap stack has made any new repository.
+            let images = Images {
+                settings,
+                printer,
+                session,
+                release: &installer_only,
+            };
+            let gate = CliGate { assume_yes: true };
+            let applied = apply_plan(
+                session,
+                printer,
+                operation,
+                &plan,
+                &stacks,
+                &gate,
+                Some(images),
+            )
             .await;
             if let Err(error) = applied {
                 return Err(record_failure(operation, installation, error).await);
@@ -514,33 +504,23 @@ async fn apply_hop(
                 operation.finish(vec![StateWrite::History(entry)]).await?;
                 return Ok((Outcome::Parked, detail, operation_id));
             }
-            let reporter = CliReporter::new(printer);
+            // The images arrive before the platform stack points at them.
+            let images = Images {
+                settings,
+                printer,
+                session,
+                release: manifest,
+            };
             let gate = CliGate { assume_yes: true };
-            let applied = async {
-                operation.complete(Phase::Plan, |_| {}).await?;
-                // The images arrive before the platform stack points at them.
-                let hook = ImagesFirst::new(
-                    JournalHook(operation),
-                    Some(Images {
-                        settings,
-                        printer,
-                        session,
-                        release: manifest,
-                    }),
-                );
-                Ok::<_, Error>(
-                    provision::apply_journalled(
-                        &session.deployer,
-                        &plan,
-                        &stacks,
-                        &session.aws.region,
-                        &reporter,
-                        &gate,
-                        &hook,
-                    )
-                    .await?,
-                )
-            }
+            let applied = apply_plan(
+                session,
+                printer,
+                operation,
+                &plan,
+                &stacks,
+                &gate,
+                Some(images),
+            )
             .await;
             let report = match applied {
                 Ok(report) => report,
