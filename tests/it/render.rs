@@ -434,14 +434,19 @@ fn strings(value: &Value) -> Vec<String> {
     }
 }
 
+/// The instance name a configuration's text sets.
+fn instance_name(config: &str) -> &str {
+    config
+        .lines()
+        .find_map(|line| line.strip_prefix("name = "))
+        .unwrap()
+        .trim_matches('"')
+}
+
 #[test]
 fn the_updater_runs_the_installer_on_the_configured_schedule_in_the_private_subnets() {
     for (variant, config, files) in render_with_installer() {
-        let instance = config
-            .lines()
-            .find_map(|line| line.strip_prefix("name = "))
-            .unwrap()
-            .trim_matches('"');
+        let instance = instance_name(config);
         let updater = template(&files, "updater");
         let resources = updater["Resources"].as_object().unwrap();
 
@@ -546,11 +551,7 @@ fn the_updater_roles_name_the_instance_resources_and_wildcards_only_where_aws_re
         "elasticloadbalancing:DescribeTargetHealth",
     ];
     for (variant, config, files) in render_with_installer() {
-        let instance = config
-            .lines()
-            .find_map(|line| line.strip_prefix("name = "))
-            .unwrap()
-            .trim_matches('"');
+        let instance = instance_name(config);
         let updater = template(&files, "updater");
         for role in ["TaskRole", "ExecutionRole", "ScheduleRole"] {
             for statement in statements(&updater, role) {

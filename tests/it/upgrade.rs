@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use crate::common::control_plane::Server;
 use crate::common::moto::{Cloud, Instance, Run};
 use crate::common::release;
-use crate::common::replay::{Answer, Endpoint, element, fixture};
+use crate::common::replay::{Answer, ChangeSet, Endpoint, element, fixture};
 
 const CONFIG: &str = r#"schema_version = 1
 
@@ -87,15 +87,28 @@ fn rollout(server: &Server, version: &str) {
 
 /// The installed release as `status --output json` reports it.
 fn installed_release(instance: &Instance) -> String {
+    installation(instance)["installed_release"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The installation record as `status --output json` reports it.
+fn installation(instance: &Instance) -> serde_json::Value {
     let status = instance
         .stackwright(&["--output", "json", "status"])
         .run()
         .succeeded();
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
-    status["installation"]["installed_release"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    status["installation"].clone()
+}
+
+/// The error an unattended run printed, as its JSON line.
+fn error_line(lines: &[serde_json::Value]) -> &serde_json::Value {
+    lines
+        .iter()
+        .find(|line| line["level"] == "error")
+        .expect("the error, as a JSON line")
 }
 
 /// The events of a successful `upgrade --unattended`.
@@ -626,26 +639,15 @@ fn a_first_install_takes_the_release_the_control_plane_offers_or_the_version_nam
 /// keeps its template, as it would after a real rollback.
 fn rolling_back_platform(instance: &Instance) -> Endpoint {
     let platform = instance.stack("platform");
-    let change_set: Arc<Mutex<Option<String>>> = Arc::default();
+    let change_set = ChangeSet::default();
     // When the update was executed: the recorded events are stamped from there, once.
     let executed: Arc<Mutex<Option<jiff::Timestamp>>> = Arc::default();
     Endpoint::start(move |call| {
         let on_platform = call.param("StackName") == Some(platform.as_str());
         let started = *executed.lock().expect("the execution time");
         match (call.action.as_str(), started) {
-            ("CreateChangeSet", _) if on_platform => {
-                let change_set = change_set.clone();
-                Answer::Rewrite(Box::new(move |body| {
-                    *change_set.lock().expect("the change set") =
-                        element(&body, "Id").map(str::to_owned);
-                    body
-                }))
-            }
-            ("ExecuteChangeSet", _)
-                if call.param("ChangeSetName").is_some()
-                    && call.param("ChangeSetName")
-                        == change_set.lock().expect("the change set").as_deref() =>
-            {
+            ("CreateChangeSet", _) if on_platform => change_set.learn(),
+            ("ExecuteChangeSet", _) if change_set.named_by(call) => {
                 *executed.lock().expect("the execution time") = Some(jiff::Timestamp::now());
                 Answer::Replay(fixture("cloudformation/execute-change-set.xml", &[]))
             }
@@ -725,10 +727,7 @@ fn a_failed_upgrade_is_rolled_back_reported_and_skipped_on_the_next_run() {
     ] {
         assert!(detail.contains(expected), "{expected} missing in {detail}");
     }
-    let error = lines
-        .iter()
-        .find(|line| line["level"] == "error")
-        .expect("the error, as a JSON line");
+    let error = error_line(&lines);
     assert!(
         error["message"]
             .as_str()
@@ -739,17 +738,10 @@ fn a_failed_upgrade_is_rolled_back_reported_and_skipped_on_the_next_run() {
 
     // The instance runs 1.0.0 as before, and its record says so.
     assert_platform_runs(&instance, "1.0.0");
-    let status = instance
-        .stackwright(&["--output", "json", "status"])
-        .run()
-        .succeeded();
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
-    assert_eq!(status["installation"]["installed_release"], "1.0.0");
-    assert_eq!(status["installation"]["status"], "installed", "{status}");
-    assert_eq!(
-        status["installation"]["failed_releases"],
-        serde_json::json!(["1.1.0"])
-    );
+    let status = installation(&instance);
+    assert_eq!(status["installed_release"], "1.0.0");
+    assert_eq!(status["status"], "installed", "{status}");
+    assert_eq!(status["failed_releases"], serde_json::json!(["1.1.0"]));
     let upgrades = upgrades_in_history(&instance);
     assert_eq!(upgrades.len(), 1, "{upgrades:?}");
     assert_eq!(upgrades[0]["result"], "rolled_back");
@@ -793,14 +785,10 @@ fn a_failed_upgrade_is_rolled_back_reported_and_skipped_on_the_next_run() {
         .run()
         .succeeded();
     assert_platform_runs(&instance, "1.1.0");
-    let status = instance
-        .stackwright(&["--output", "json", "status"])
-        .run()
-        .succeeded();
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
-    assert_eq!(status["installation"]["installed_release"], "1.1.0");
+    let status = installation(&instance);
+    assert_eq!(status["installed_release"], "1.1.0");
     assert_eq!(
-        status["installation"]["failed_releases"],
+        status["failed_releases"],
         serde_json::Value::Null,
         "a release that went through is no longer skipped"
     );
@@ -817,21 +805,12 @@ fn a_release_that_replaces_a_stateful_resource_is_parked_not_applied() {
     // LogGroupName would); moto reports no replacements, so that answer is replayed.
     let platform = instance.stack("platform");
     let log_group = format!("/stackwright/{}/server", instance.name);
-    let change_set: Arc<Mutex<Option<String>>> = Arc::default();
+    let change_set = ChangeSet::default();
     let endpoint = Endpoint::start(move |call| match call.action.as_str() {
         "CreateChangeSet" if call.param("StackName") == Some(platform.as_str()) => {
-            let change_set = change_set.clone();
-            Answer::Rewrite(Box::new(move |body| {
-                *change_set.lock().expect("the change set") =
-                    element(&body, "Id").map(str::to_owned);
-                body
-            }))
+            change_set.learn()
         }
-        "DescribeChangeSet"
-            if call.param("ChangeSetName").is_some()
-                && call.param("ChangeSetName")
-                    == change_set.lock().expect("the change set").as_deref() =>
-        {
+        "DescribeChangeSet" if change_set.named_by(call) => {
             let recorded = fixture(
                 "cloudformation/stateful-replacement-change.xml",
                 &[("log_group", log_group.as_str())],
@@ -951,10 +930,7 @@ fn an_upgrade_whose_targets_fail_their_health_checks_is_failed_reported_and_skip
             && detail.contains("target 10.0.1.23 is unhealthy (Target.ResponseCodeMismatch: Health checks failed with these codes: [502])"),
         "{detail}"
     );
-    let error = lines
-        .iter()
-        .find(|line| line["level"] == "error")
-        .expect("the error, as a JSON line");
+    let error = error_line(&lines);
     assert!(
         error["hint"]
             .as_str()
@@ -965,17 +941,10 @@ fn an_upgrade_whose_targets_fail_their_health_checks_is_failed_reported_and_skip
 
     // The stacks run 1.1.0, and the record says it is not healthy and is not to be retried.
     assert_platform_runs(&instance, "1.1.0");
-    let status = instance
-        .stackwright(&["--output", "json", "status"])
-        .run()
-        .succeeded();
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
-    assert_eq!(status["installation"]["installed_release"], "1.1.0");
-    assert_eq!(status["installation"]["status"], "failed", "{status}");
-    assert_eq!(
-        status["installation"]["failed_releases"],
-        serde_json::json!(["1.1.0"])
-    );
+    let status = installation(&instance);
+    assert_eq!(status["installed_release"], "1.1.0");
+    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!(status["failed_releases"], serde_json::json!(["1.1.0"]));
     let upgrades = upgrades_in_history(&instance);
     assert_eq!(upgrades[0]["result"], "failed");
     let report = &server.instances()[0]["last_report"]["report"];

@@ -29,6 +29,30 @@ impl Call {
     }
 }
 
+/// The change set CloudFormation made for a stack, its ID learned from moto's answer, so that
+/// a script can answer the calls that name it.
+#[derive(Clone, Default)]
+pub struct ChangeSet {
+    id: Arc<Mutex<Option<String>>>,
+}
+
+impl ChangeSet {
+    /// Forwards a CreateChangeSet call and keeps the ID moto answers with.
+    pub fn learn(&self) -> Answer {
+        let id = self.id.clone();
+        Answer::Rewrite(Box::new(move |body| {
+            *id.lock().expect("the change set") = element(&body, "Id").map(str::to_owned);
+            body
+        }))
+    }
+
+    /// Whether `call` names this change set.
+    pub fn named_by(&self, call: &Call) -> bool {
+        let id = self.id.lock().expect("the change set");
+        id.is_some() && call.param("ChangeSetName") == id.as_deref()
+    }
+}
+
 /// How the endpoint answers a call.
 pub enum Answer {
     /// Moto answers.
