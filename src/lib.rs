@@ -10,6 +10,7 @@ pub mod error;
 pub mod init;
 pub mod mirror;
 pub mod network;
+pub mod operation;
 pub mod output;
 pub mod preflight;
 pub mod provision;

@@ -10,6 +10,10 @@ use serde::Serialize;
 use crate::cli::OutputFormat;
 use crate::error::Error;
 
+/// The version of the JSON-lines stream (events, warnings, errors). It changes only when a
+/// line's meaning does; new events and new fields do not change it.
+pub const JSON_LINES_SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
     Quiet,
@@ -106,10 +110,15 @@ impl Printer {
         }
     }
 
-    /// One JSON object on one line of stderr: the event and log stream in JSON mode.
+    /// One JSON object on one line of stderr: the event and log stream in JSON mode. Every
+    /// line carries the stream's `schema_version`.
     pub fn json_line(&self, value: &impl Serialize) {
+        let mut line = serde_json::to_value(value).unwrap_or_default();
+        if let Some(object) = line.as_object_mut() {
+            object.insert("schema_version".into(), JSON_LINES_SCHEMA_VERSION.into());
+        }
         let mut stderr = std::io::stderr().lock();
-        let _ = serde_json::to_writer(&mut stderr, value);
+        let _ = serde_json::to_writer(&mut stderr, &line);
         let _ = writeln!(stderr);
     }
 }

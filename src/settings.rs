@@ -9,6 +9,7 @@ use crate::config::{
     CONFIG_PATH_VARIABLE, CONFIG_TEXT_VARIABLE, ConfigError, ConfigFile, ConfigSource, Problem,
 };
 use crate::error::Error;
+use crate::operation::ReleaseSettings;
 use crate::output::{Printer, Verbosity};
 use crate::state::LockSettings;
 
@@ -60,11 +61,19 @@ impl GlobalSettings {
     /// the root built into this installer.
     pub fn trusted_root(&self, path: Option<&std::path::Path>) -> Result<Vec<u8>, Error> {
         let from_environment = std::env::var_os("STACKWRIGHT_TRUSTED_ROOT").map(PathBuf::from);
-        match path.map(std::path::Path::to_path_buf).or(from_environment) {
-            Some(path) => {
-                std::fs::read(&path).map_err(|source| Error::TrustedRoot { path, source })
-            }
-            None => Ok(crate::release::trust::EMBEDDED_ROOT.to_vec()),
+        crate::operation::read_trusted_root(
+            path.map(std::path::Path::to_path_buf)
+                .or(from_environment)
+                .as_deref(),
+        )
+    }
+
+    /// Where releases named by version are verified: `STACKWRIGHT_RELEASE_REPOSITORY` (else the
+    /// control plane's repository), against `STACKWRIGHT_TRUSTED_ROOT` (else the embedded root).
+    pub fn release_settings(&self) -> ReleaseSettings {
+        ReleaseSettings {
+            repository: std::env::var("STACKWRIGHT_RELEASE_REPOSITORY").ok(),
+            trusted_root: std::env::var_os("STACKWRIGHT_TRUSTED_ROOT").map(PathBuf::from),
         }
     }
 

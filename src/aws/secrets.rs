@@ -4,41 +4,11 @@
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-use serde::{Deserialize, Serialize};
 
 use super::{Aws, sdk_error};
-use crate::control_plane::api::{InstanceCredentials, SecretToken};
+use crate::control_plane::IdentityStore;
+pub use crate::control_plane::StoredIdentity;
 use crate::provision::DeployError;
-
-/// What is kept between runs.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct StoredIdentity {
-    pub instance_id: String,
-    pub organization_id: String,
-    pub token: SecretToken,
-    pub expires_at: jiff::Timestamp,
-    pub issued_at: jiff::Timestamp,
-}
-
-impl std::fmt::Debug for StoredIdentity {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("StoredIdentity")
-            .field("instance_id", &self.instance_id)
-            .field("organization_id", &self.organization_id)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StoredIdentity {
-    pub fn credentials(&self) -> InstanceCredentials {
-        InstanceCredentials {
-            instance_id: self.instance_id.clone(),
-            token: self.token.clone(),
-        }
-    }
-}
 
 /// The secret of one instance.
 pub struct IdentitySecret {
@@ -54,12 +24,8 @@ impl IdentitySecret {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The stored identity, or `None` before the instance registered.
-    pub async fn read(&self) -> Result<Option<StoredIdentity>, DeployError> {
+    async fn read_secret(&self) -> Result<Option<StoredIdentity>, DeployError> {
         let output = match self
             .client
             .get_secret_value()
@@ -88,7 +54,7 @@ impl IdentitySecret {
     }
 
     /// Stores `identity`, creating the secret on first use.
-    pub async fn write(&self, identity: &StoredIdentity) -> Result<(), DeployError> {
+    async fn write_secret(&self, identity: &StoredIdentity) -> Result<(), DeployError> {
         let body = serde_json::to_string(identity).map_err(|error| DeployError::Aws {
             operation: "secretsmanager:PutSecretValue",
             code: None,
@@ -150,5 +116,20 @@ impl Classify for serde_json::Error {
             self.line(),
             self.column()
         )
+    }
+}
+
+#[async_trait::async_trait]
+impl IdentityStore for IdentitySecret {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn read(&self) -> Result<Option<StoredIdentity>, DeployError> {
+        self.read_secret().await
+    }
+
+    async fn write(&self, identity: &StoredIdentity) -> Result<(), DeployError> {
+        self.write_secret(identity).await
     }
 }

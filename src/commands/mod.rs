@@ -1,18 +1,26 @@
-//! One module per command: each turns resolved settings into calls on the core and prints the
-//! result through the printer.
+//! One module per command: each resolves its settings, calls one operation
+//! (or a read of the core), and renders its events and result through the printer. `session`
+//! wires the AWS adapters and the terminal into an operation's session.
 
+mod answers;
+mod bars;
 mod config;
-mod deploy;
+mod gate;
 mod init;
+mod install;
 mod mirror;
 mod network;
 mod preflight;
 mod release;
 mod render;
-mod reporter;
+mod session;
 mod state;
+mod status;
 mod story;
+mod teardown;
+mod terminal;
 mod upgrade;
+mod wizard;
 
 use crate::cli::{Cli, Command, ConfigCommand, NetworkCommand, ReleaseCommand};
 use crate::error::{Error, ExitStatus};
@@ -35,10 +43,10 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Network {
             command: NetworkCommand::Requirements(args),
         } => network::requirements(&settings, &printer, &args),
-        Command::Plan(args) => deploy::plan(&settings, &printer, &args),
-        Command::Install(args) => deploy::install(&settings, &printer, &args),
-        Command::Status => deploy::status(&settings, &printer),
-        Command::Teardown(args) => deploy::teardown(&settings, &printer, &args),
+        Command::Plan(args) => install::plan(&settings, &printer, &args),
+        Command::Install(args) => install::install(&settings, &printer, &args),
+        Command::Status => status::status(&settings, &printer),
+        Command::Teardown(args) => teardown::teardown(&settings, &printer, &args),
         Command::Unlock(args) => state::unlock(&settings, &printer, &args),
         Command::History => state::history(&settings, &printer),
         Command::Upgrade(args) => upgrade::upgrade(&settings, &printer, &args),

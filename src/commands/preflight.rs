@@ -2,18 +2,15 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
-use super::deploy::{Session, block_on};
+use super::session::block_on;
 use crate::aws::{Aws, AwsAccount, CloudFormation};
-use crate::cli::{PreflightArgs, PreflightFirst};
+use crate::cli::PreflightArgs;
 use crate::config::ConfigFile;
 use crate::error::{Error, ExitStatus};
 use crate::output::Printer;
 use crate::preflight::dial::{DialSettings, NetworkDialer};
-use crate::preflight::{self, Outcome, PreflightReport};
+use crate::preflight::{self, PreflightReport};
 use crate::settings::GlobalSettings;
-use crate::state::StateStore;
 
 fn dial_timeout(seconds: f64) -> Result<Duration, Error> {
     if seconds.is_finite() && (0.05..=300.0).contains(&seconds) {
@@ -96,49 +93,4 @@ pub fn preflight(
         }
         Ok(report.exit_status())
     })
-}
-
-/// The preflight at the start of `install`: failures stop it, warnings are shown and it goes on.
-pub(super) async fn before_install(
-    printer: &Printer,
-    session: &Session,
-    options: &PreflightFirst,
-) -> Result<(), Error> {
-    let config = &session.config;
-    let timeout = options.dial_timeout;
-    if options.skip_preflight {
-        printer.warn("preflight skipped (--skip-preflight or STACKWRIGHT_SKIP_PREFLIGHT): quotas, leftover stacks, the certificate and connectivity were not checked");
-        if printer.json_mode() {
-            printer.json_line(&json!({ "event": "preflight", "skipped": true }));
-        }
-        return Ok(());
-    }
-    // Another run at work has its stacks in progress: the lock, not preflight, says so (exit 3).
-    if let Ok(Some(lease)) = session.state.lock().await
-        && lease.is_live(jiff::Timestamp::now())
-    {
-        printer.status(format!(
-            "Preflight: not run, another run holds the lock of {}.",
-            config.instance.name
-        ));
-        return Ok(());
-    }
-    printer.status("Preflight: checking the account, quotas, leftover stacks, the certificate and connectivity...");
-    let report = check(config, Ok(&session.aws), timeout).await?;
-    if printer.json_mode() {
-        printer.json_line(&json!({ "event": "preflight", "report": report }));
-    } else if report.result == Outcome::Pass {
-        printer.status(format!("Preflight: {}.", report.summary()));
-    } else if report.result == Outcome::Fail {
-        printer.status(&report);
-    } else {
-        printer.status(format!("Preflight: {}:", report.summary()));
-        printer.status(report.problems().trim_end());
-    }
-    if report.result == Outcome::Fail {
-        return Err(Error::PreflightFailed {
-            failures: report.failures().map(|check| check.title.clone()).collect(),
-        });
-    }
-    Ok(())
 }

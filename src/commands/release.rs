@@ -1,16 +1,12 @@
 //! `stackwright release verify`: checks a signed release repository the way an install would,
 //! and prints what was verified or why it was refused.
 
-use std::path::Path;
-
+use super::session::block_on;
 use crate::cli::ReleaseVerifyArgs;
-use crate::config::ConfigFile;
 use crate::error::{Error, ExitStatus};
 use crate::output::Printer;
-use crate::release::{self, ReleaseManifest, ReleaseSelection, RepositorySource, TrustError};
+use crate::release::{self, ReleaseSelection, RepositorySource, TrustError};
 use crate::settings::GlobalSettings;
-
-use super::deploy::block_on;
 
 pub fn verify(
     settings: &GlobalSettings,
@@ -38,45 +34,4 @@ pub fn verify(
         printer.result(&verified);
     }
     Ok(ExitStatus::Success)
-}
-
-/// A release named on the command line: the path of a manifest file, or a version verified in
-/// the signed release repository that `STACKWRIGHT_RELEASE_REPOSITORY` names, else the one the
-/// control plane serves (`<control_plane.url>/repository/`).
-pub(super) async fn load(
-    settings: &GlobalSettings,
-    config: Option<&ConfigFile>,
-    release: &str,
-) -> Result<ReleaseManifest, Error> {
-    let path = Path::new(release);
-    let version = match semver::Version::parse(release.trim_start_matches('v')) {
-        Ok(version) if !path.exists() => version,
-        _ => return Ok(ReleaseManifest::load(path)?),
-    };
-    let repository = match (std::env::var("STACKWRIGHT_RELEASE_REPOSITORY"), config) {
-        (Ok(repository), _) => repository,
-        (Err(_), Some(config)) => format!(
-            "{}/repository/",
-            config.control_plane.url.trim_end_matches('/')
-        ),
-        (Err(_), None) => {
-            return Err(Error::Usage {
-                message: format!(
-                    "release {version} is a version, and no release repository is set to find it in"
-                ),
-                hint: "set STACKWRIGHT_RELEASE_REPOSITORY to the vendor's release repository, or pass the manifest's path".into(),
-            });
-        }
-    };
-    let source: RepositorySource = repository.parse()?;
-    let trusted_root = settings.trusted_root(None)?;
-    let verified = release::verify(
-        &source,
-        &trusted_root,
-        jiff::Timestamp::now(),
-        None,
-        &ReleaseSelection::Version(version),
-    )
-    .await?;
-    Ok(verified.manifest)
 }

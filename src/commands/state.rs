@@ -2,12 +2,12 @@
 
 use serde_json::json;
 
-use super::deploy::{block_on, connect};
-use super::reporter::CliGate;
+use super::gate::CliGate;
+use super::session::{block_on, connect};
 use crate::cli::UnlockArgs;
 use crate::error::{Error, ExitStatus};
+use crate::operation::Approver;
 use crate::output::{Printer, table};
-use crate::provision::Gate;
 use crate::settings::GlobalSettings;
 use crate::state::{StateError, StateStore};
 
@@ -45,7 +45,7 @@ pub fn unlock(
         let gate = CliGate {
             assume_yes: settings.assume_yes,
         };
-        if !gate.confirm(&format!("Break the lock {}?", lease.lock_id)) {
+        if !gate.confirm_now(&format!("Break the lock {}?", lease.lock_id)) {
             return Err(Error::Declined {
                 action: "unlock".into(),
             });

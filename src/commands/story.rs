@@ -70,7 +70,7 @@ fn minutes_to_create(stack_name: &str, types: &BTreeMap<&str, usize>) -> u32 {
 
 /// What a first install is about to create, and how long it may take; `None` when the plan
 /// creates no stack (an update says what changes through the plan alone).
-pub fn introduction(config: &ConfigFile, plan: &Plan, account: &str) -> Option<String> {
+pub fn introduction(plan: &Plan, account: &str, region: &str) -> Option<String> {
     let created: Vec<_> = plan
         .stacks
         .iter()
@@ -80,9 +80,8 @@ pub fn introduction(config: &ConfigFile, plan: &Plan, account: &str) -> Option<S
         return None;
     }
     let mut text = format!(
-        "This install creates {} in account {account} ({}):\n",
+        "This install creates {} in account {account} ({region}):\n",
         count(created.len(), "stack", "stacks"),
-        config.instance.region
     );
     let mut levels: BTreeMap<u8, u32> = BTreeMap::new();
     for stack in &created {

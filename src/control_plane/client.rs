@@ -49,7 +49,7 @@ pub trait ControlPlane: Send + Sync {
 }
 
 /// Why a call to the control plane failed. Never carries a token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ControlPlaneError {
     #[error("the control plane URL \"{url}\" is not usable: {reason}")]
     InvalidUrl { url: String, reason: String },

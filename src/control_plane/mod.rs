@@ -6,6 +6,7 @@
 pub mod api;
 pub mod catalog;
 pub mod client;
+pub mod identity;
 pub mod operator;
 pub mod server;
 pub mod store;
@@ -18,3 +19,4 @@ pub use api::{
     ReportReceipt, SecretToken, StackStatus, UpdateOffer, UpdateQuery,
 };
 pub use client::{ControlPlane, ControlPlaneClientSettings, ControlPlaneError, HttpControlPlane};
+pub use identity::{IdentityStore, StoredIdentity};

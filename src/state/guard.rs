@@ -36,7 +36,7 @@ pub(crate) fn later(time: Timestamp, duration: Duration) -> Timestamp {
 
 /// Takes the lock, retrying while it is held and `settings.wait` has not run out. `on_wait` is
 /// told the holder once, when waiting starts.
-pub async fn acquire<S: StateStore, C: Clock>(
+pub async fn acquire<S: StateStore, C: Clock + ?Sized>(
     store: &S,
     clock: &C,
     holder: &Holder,

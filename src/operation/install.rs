@@ -1,0 +1,307 @@
+//! `plan` and `install`: what the release would change in the instance's stacks, and the
+//! install that applies it under the lock, images first, then registers with the control
+//! plane.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::ConfigFile;
+use crate::error::Error;
+use crate::provision::{self, Plan, StackDeployer, StackOutcome};
+use crate::render::{self, RenderedStack};
+use crate::stacks::StackKind;
+use crate::state::{
+    Installation, InstallationStatus, Journal, Operation, OperationInputs, OperationKind,
+    OperationResult, StateStore, StateWrite,
+};
+
+use super::apply::{EngineGate, apply_plan, discard_change_sets};
+use super::lock::{Begun, locked, record_failure};
+use super::preflight::before_install;
+use super::release::choose_release;
+use super::{Event, Session, after_install, config_hash};
+
+/// What `install` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// A manifest's path or a version; by default the release the control plane offers.
+    pub release: Option<String>,
+    /// The release's images are already in the instance's repositories.
+    pub skip_mirror: bool,
+    pub skip_preflight: bool,
+}
+
+/// How an install ended.
+#[derive(Debug, Clone)]
+pub enum InstallOutcome {
+    /// Every stack was up to date.
+    Unchanged {
+        plan: Plan,
+    },
+    Installed(Box<Installed>),
+}
+
+/// What a completed install made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub seconds: f64,
+    pub operation_id: String,
+    pub url: String,
+    pub load_balancer: String,
+    pub dns_records: Vec<DnsRecord>,
+    pub stacks: Vec<StackOutcome>,
+    /// Whether the updater stack runs the unattended upgrade job in the account.
+    pub updater_in_account: bool,
+    /// The platform stack requested the certificate from ACM (none was configured).
+    pub certificate_requested: bool,
+}
+
+/// A DNS record to create for the instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub target: String,
+}
+
+/// The plan of `release` (by default the offered one) against the deployed stacks; its change
+/// sets are left for CloudFormation to show, not executed.
+pub async fn plan<D: StackDeployer, S: StateStore>(
+    session: &Session<'_, D, S>,
+    release: Option<&str>,
+) -> Result<Plan, Error> {
+    let manifest = choose_release(session, release).await?;
+    let stacks = render::render_all(session.config, &manifest)?;
+    Ok(provision::plan(
+        session.deployer,
+        session.instance(),
+        &stacks,
+        session.region,
+        false,
+    )
+    .await?)
+}
+
+/// Installs the release, or brings the instance's stacks up to it: preflight, then under the
+/// lock the plan, the approval, the images and the stacks, the record, and the report to the
+/// control plane.
+pub async fn install<D: StackDeployer, S: StateStore>(
+    session: &Session<'_, D, S>,
+    options: &InstallOptions,
+) -> Result<InstallOutcome, Error> {
+    let started = Instant::now();
+    let config = session.config;
+    let release = choose_release(session, options.release.as_deref()).await?;
+    let stacks = render::render_all(config, &release)?;
+    before_install(session, options.skip_preflight).await?;
+    session.emit(Event::Installing {
+        instance: config.instance.name.clone(),
+        release: release.version.clone(),
+        mode: config.network.mode.to_string(),
+        account: session.caller.account.clone(),
+        principal: session.caller.principal.clone(),
+        region: session.region.to_owned(),
+    });
+    let inputs = OperationInputs {
+        kind: OperationKind::Install,
+        release: Some(release.version.to_string()),
+        config_hash: config_hash(config),
+        delete_data: false,
+    };
+    let images = (!options.skip_mirror).then_some(&release);
+    locked(session, &inputs, async |operation, installation, begun| {
+        install_locked(
+            session,
+            operation,
+            installation,
+            begun,
+            &stacks,
+            images,
+            started,
+        )
+        .await
+    })
+    .await
+}
+
+async fn install_locked<D: StackDeployer, S: StateStore>(
+    session: &Session<'_, D, S>,
+    operation: &Operation<'_, S>,
+    installation: Option<Installation>,
+    begun: Begun,
+    stacks: &[RenderedStack],
+    images: Option<&crate::release::ReleaseManifest>,
+    started: Instant,
+) -> Result<InstallOutcome, Error> {
+    let journal = operation.journal().await;
+    let plan = provision::plan(
+        session.deployer,
+        session.instance(),
+        stacks,
+        session.region,
+        true,
+    )
+    .await?;
+    if !plan.has_changes() && begun == Begun::Fresh {
+        bring_record_up_to_date(session, operation, &journal, installation.as_ref(), &plan).await?;
+        after_install(session, "", None, None).await;
+        return Ok(InstallOutcome::Unchanged { plan });
+    }
+    session.emit(Event::InstallPlan {
+        account: session.caller.account.clone(),
+        region: session.region.to_owned(),
+        plan: Box::new(plan.clone()),
+    });
+    if !session.approver.confirm("Apply this plan?").await {
+        discard_change_sets(session.deployer, &plan).await;
+        return Err(Error::Declined {
+            action: "install".into(),
+        });
+    }
+    let gate = EngineGate::Ask(session.approver);
+    let report = match apply_plan(session, operation, &plan, stacks, &gate, images).await {
+        Ok(report) => report,
+        Err(error) => return Err(record_failure(operation, installation, error).await),
+    };
+    let names = report
+        .stacks
+        .iter()
+        .map(|stack| stack.stack_name.clone())
+        .collect();
+    let record = installation_record(
+        session.config,
+        &journal,
+        installation.as_ref(),
+        names,
+        operation.now(),
+    );
+    let entry = journal.finish(OperationResult::Succeeded, None, operation.now());
+    operation
+        .finish(vec![
+            StateWrite::Installation(record),
+            StateWrite::History(entry),
+        ])
+        .await?;
+    after_install(
+        session,
+        &journal.operation_id,
+        journal.from_release.as_deref(),
+        journal.to_release.as_deref(),
+    )
+    .await;
+    Ok(InstallOutcome::Installed(Box::new(installed(
+        session.config,
+        &journal,
+        report.stacks,
+        started.elapsed().as_secs_f64(),
+    ))))
+}
+
+/// Nothing to do, and no operation to record; the record is brought up to date if an earlier
+/// version or a failure left it behind.
+async fn bring_record_up_to_date<D: StackDeployer, S: StateStore>(
+    session: &Session<'_, D, S>,
+    operation: &Operation<'_, S>,
+    journal: &Journal,
+    installation: Option<&Installation>,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let names = plan
+        .stacks
+        .iter()
+        .map(|stack| stack.stack_name.clone())
+        .collect();
+    let record = installation_record(
+        session.config,
+        journal,
+        installation,
+        names,
+        operation.now(),
+    );
+    let current = installation.is_some_and(|found| {
+        found.installed_release == record.installed_release
+            && found.config_hash == record.config_hash
+            && found.status == record.status
+            && found.stacks == record.stacks
+    });
+    if !current {
+        operation
+            .write(vec![StateWrite::Installation(record)])
+            .await?;
+    }
+    Ok(())
+}
+
+/// The record after an install. What an earlier record learned stays: the newest trusted root
+/// it reached, and the releases that failed here (but the one just installed).
+fn installation_record(
+    config: &ConfigFile,
+    journal: &Journal,
+    previous: Option<&Installation>,
+    stacks: Vec<String>,
+    now: jiff::Timestamp,
+) -> Installation {
+    let failed_releases = previous
+        .map(|record| record.failed_releases.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|version| Some(version) != journal.to_release.as_ref())
+        .collect();
+    Installation {
+        installed_release: journal.to_release.clone(),
+        networking_mode: config.network.mode.to_string(),
+        stacks,
+        status: InstallationStatus::Installed,
+        config_hash: journal.config_hash.clone(),
+        operation_id: journal.operation_id.clone(),
+        updated_at: now,
+        failed_releases,
+        trusted_root: previous.and_then(|record| record.trusted_root.clone()),
+    }
+}
+
+/// What the install made: the URL, the load balancer and the DNS records that point at it.
+fn installed(
+    config: &ConfigFile,
+    journal: &Journal,
+    stacks: Vec<StackOutcome>,
+    seconds: f64,
+) -> Installed {
+    let output = |name: &str| {
+        stacks
+            .iter()
+            .find_map(|stack| stack.outputs.get(name))
+            .cloned()
+    };
+    let load_balancer = output("LoadBalancerDnsName").unwrap_or_else(|| "(not reported)".into());
+    let url =
+        output("InstanceUrl").unwrap_or_else(|| format!("https://{}", config.instance.domain));
+    let cname = |name: String, target: &str| DnsRecord {
+        name,
+        record_type: "CNAME",
+        target: target.to_owned(),
+    };
+    let mut dns_records = vec![
+        cname(config.instance.domain.clone(), &load_balancer),
+        cname(format!("*.{}", config.instance.domain), &load_balancer),
+    ];
+    if let Some(public) = output("PublicServicesDnsName") {
+        dns_records.push(cname(
+            format!("{} (public zone)", config.instance.domain),
+            &public,
+        ));
+    }
+    let updater = StackKind::Updater.stack_name(&config.instance.name);
+    Installed {
+        seconds,
+        operation_id: journal.operation_id.clone(),
+        url,
+        load_balancer,
+        dns_records,
+        updater_in_account: stacks.iter().any(|stack| stack.stack_name == updater),
+        stacks,
+        certificate_requested: config.instance.certificate_arn.is_none(),
+    }
+}

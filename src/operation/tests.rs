@@ -1,0 +1,1 @@
+//! The operations against in-memory fakes.
