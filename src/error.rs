@@ -98,7 +98,7 @@ pub enum Error {
         release: String,
         problems: Vec<String>,
     },
-    #[error("preflight found {} that would stop the install: {}", crate::output::count(failures.len(), "problem", "problems"), failures.join("; "))]
+    #[error("preflight found {} that would stop the install: {}", crate::text::count(failures.len(), "problem", "problems"), failures.join("; "))]
     PreflightFailed { failures: Vec<String> },
     #[error("{action} needs a confirmation, and there is no terminal to ask on")]
     Unconfirmed { action: String },

@@ -5,7 +5,7 @@ use base64::Engine as _;
 
 use super::credentials::{Credentials, Secret};
 use crate::aws::{Aws, sdk_error};
-use crate::provision::DeployError;
+use crate::cloud::DeployError;
 
 /// Untagged images expire after 14 days, as in the bootstrap template.
 const LIFECYCLE_POLICY: &str = r#"{"rules":[{"rulePriority":1,"description":"Expire untagged images","selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#;

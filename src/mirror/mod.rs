@@ -31,7 +31,7 @@ pub use release::{
     ImageList, MirrorSettings, RegistryTarget, connect, mirror_list, mirror_release,
 };
 
-use crate::provision::DeployError;
+use crate::cloud::DeployError;
 
 /// One image to copy: from a repository and tag or digest of the source, into a repository of
 /// the destination, with the tags to give it there once everything has arrived.

@@ -16,14 +16,14 @@ use serde::Serialize;
 
 pub use quota::{QuotaResource, QuotaSource, QuotaSpec, QuotaValue, quotas_for};
 
-use crate::aws::CallerIdentity;
+use crate::cloud::CallerIdentity;
 use crate::config::ConfigFile;
 use crate::error::ExitStatus;
 use crate::network::{self, Direction, NetworkMode};
-use crate::output::table;
 use crate::provision::INSTANCE_TAG;
 use crate::provision::{DeployError, StackDeployer};
 use crate::stacks::StackKind;
+use crate::text::table;
 use dial::{DialReport, DialSettings, Dialer, Plan};
 
 /// What became of one check.
