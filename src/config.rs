@@ -5,6 +5,8 @@
 //! not be half-understood), then the typed structure is deserialized with unknown keys rejected,
 //! then every value is validated and all problems are reported together.
 
+mod window;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use window::{MaintenanceWindow, WindowError};
 
 use crate::network::NetworkMode;
 
@@ -157,7 +161,7 @@ impl Default for UpgradeConfig {
 
 impl UpgradeConfig {
     /// The parsed window; `problems` has already refused a malformed one.
-    pub fn window(&self) -> Option<crate::upgrade::MaintenanceWindow> {
+    pub fn window(&self) -> Option<MaintenanceWindow> {
         self.maintenance_window
             .as_deref()
             .and_then(|text| text.parse().ok())
@@ -526,14 +530,9 @@ impl ConfigFile {
             check(
                 "upgrade.maintenance_window",
                 window
-                    .parse::<crate::upgrade::MaintenanceWindow>()
+                    .parse::<MaintenanceWindow>()
                     .map(drop)
-                    .map_err(|error| {
-                        (
-                            error.to_string(),
-                            crate::upgrade::WindowError::HINT.to_owned(),
-                        )
-                    }),
+                    .map_err(|error| (error.to_string(), WindowError::HINT.to_owned())),
             );
         }
         check("upgrade.schedule", check_schedule(&self.upgrade.schedule));
