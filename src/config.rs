@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use window::{MaintenanceWindow, WindowError};
 
-use crate::network::NetworkMode;
+use crate::network::{self, NetworkMode, RequirementInputs};
 
 /// The only configuration schema this installer reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -384,6 +384,17 @@ impl ConfigFile {
             source,
         })?;
         Self::parse(&text, path)
+    }
+
+    /// What the connectivity allow-list (`network::requirements`) names from this file.
+    pub fn requirement_inputs(&self) -> RequirementInputs {
+        RequirementInputs {
+            domain: self.instance.domain.clone(),
+            region: self.instance.region.clone(),
+            control_plane_host: network::host_of(&self.control_plane.url).to_owned(),
+            public_services: self.network.public_services,
+            private_link: self.network.control_plane_endpoint_service.is_some(),
+        }
     }
 
     /// Parses and validates configuration text; `path` only names the file in errors.

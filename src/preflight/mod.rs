@@ -701,7 +701,9 @@ fn destinations(config: &ConfigFile) -> Vec<Destined> {
     let region = &config.instance.region;
     let mut list = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for requirement in network::requirements(config.network.mode, Some(config)) {
+    for requirement in
+        network::requirements(config.network.mode, Some(&config.requirement_inputs()))
+    {
         if requirement.direction != Direction::Out {
             continue;
         }
