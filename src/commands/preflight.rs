@@ -94,7 +94,7 @@ pub fn preflight(
         } else {
             printer.result(&report);
         }
-        Ok(report.exit_status())
+        Ok(ExitStatus::from(&report))
     })
 }
 

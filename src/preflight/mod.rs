@@ -18,7 +18,6 @@ pub use quota::{QuotaResource, QuotaSource, QuotaSpec, QuotaValue, quotas_for};
 
 use crate::cloud::CallerIdentity;
 use crate::config::ConfigFile;
-use crate::error::ExitStatus;
 use crate::network::{self, Direction, NetworkMode};
 use crate::provision::INSTANCE_TAG;
 use crate::provision::{DeployError, StackDeployer};
@@ -136,15 +135,6 @@ impl PreflightReport {
             result,
             counts,
             checks,
-        }
-    }
-
-    /// 0 when everything passed (or was skipped), 2 with warnings only, 1 with a failure.
-    pub fn exit_status(&self) -> ExitStatus {
-        match self.result {
-            Outcome::Fail => ExitStatus::Failure,
-            Outcome::Warn => ExitStatus::Warnings,
-            Outcome::Pass | Outcome::Skip => ExitStatus::Success,
         }
     }
 
