@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use credentials::{
     Credentials, OVERRIDES_VARIABLE, RegistryEndpoint, RegistryOverrides, Secret, auth_file_path,
-    ecr_account_region, from_auth_file,
+    from_auth_file,
 };
 pub use engine::{
     BlobOutcome, CopyOptions, ImageOutcome, MirrorReporter, SilentReporter, copy_images,
@@ -32,6 +32,9 @@ pub use release::{
 };
 
 use crate::cloud::DeployError;
+// The release names the registries, so reading an ECR host belongs there; the old path keeps
+// compiling.
+pub use crate::release::ecr_account_region;
 
 /// One image to copy: from a repository and tag or digest of the source, into a repository of
 /// the destination, with the tags to give it there once everything has arrived.
