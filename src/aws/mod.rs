@@ -4,6 +4,7 @@
 
 mod cloudformation;
 mod dynamodb;
+mod ecr;
 pub mod health;
 mod preflight;
 mod secrets;

@@ -51,7 +51,7 @@ pub fn mirror(
                 from.host,
                 args.to.as_deref().unwrap_or_default()
             ));
-            block_on(mirror::mirror_list(
+            block_on(mirror::mirror_list::<Aws>(
                 &mirror_settings,
                 &from,
                 &to,

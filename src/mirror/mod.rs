@@ -2,7 +2,8 @@
 //! distribution API, and fills an instance's ECR repositories with a release's images.
 //!
 //! The engine (`engine`) talks to registries through the narrow [`Registry`] trait; `oci` is
-//! its adapter, `credentials` finds addresses and logins, `ecr` talks to ECR's API, and
+//! its adapter, `credentials` finds addresses and logins, `ecr` is what it needs of ECR's API
+//! (implemented in `crate::aws`), and
 //! `synthetic` builds the deterministic images that development and the benchmark push.
 
 mod credentials;
@@ -22,6 +23,7 @@ pub use credentials::{
     Credentials, OVERRIDES_VARIABLE, RegistryEndpoint, RegistryOverrides, Secret, auth_file_path,
     from_auth_file,
 };
+pub use ecr::EcrAccess;
 pub use engine::{
     BlobOutcome, CopyOptions, ImageOutcome, MirrorReporter, SilentReporter, copy_images,
 };
