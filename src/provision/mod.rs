@@ -5,6 +5,7 @@
 mod engine;
 mod plan;
 mod teardown;
+mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
