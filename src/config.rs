@@ -5,6 +5,8 @@
 //! not be half-understood), then the typed structure is deserialized with unknown keys rejected,
 //! then every value is validated and all problems are reported together.
 
+mod window;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,9 @@ use ipnet::Ipv4Net;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::network::NetworkMode;
+pub use window::{MaintenanceWindow, WindowError};
+
+use crate::network::{self, NetworkMode, RequirementInputs};
 
 /// The only configuration schema this installer reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -157,7 +161,7 @@ impl Default for UpgradeConfig {
 
 impl UpgradeConfig {
     /// The parsed window; `problems` has already refused a malformed one.
-    pub fn window(&self) -> Option<crate::upgrade::MaintenanceWindow> {
+    pub fn window(&self) -> Option<MaintenanceWindow> {
         self.maintenance_window
             .as_deref()
             .and_then(|text| text.parse().ok())
@@ -382,6 +386,17 @@ impl ConfigFile {
         Self::parse(&text, path)
     }
 
+    /// What the connectivity allow-list (`network::requirements`) names from this file.
+    pub fn requirement_inputs(&self) -> RequirementInputs {
+        RequirementInputs {
+            domain: self.instance.domain.clone(),
+            region: self.instance.region.clone(),
+            control_plane_host: network::host_of(&self.control_plane.url).to_owned(),
+            public_services: self.network.public_services,
+            private_link: self.network.control_plane_endpoint_service.is_some(),
+        }
+    }
+
     /// Parses and validates configuration text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let invalid = |problem: Problem| ConfigError::Invalid {
@@ -526,14 +541,9 @@ impl ConfigFile {
             check(
                 "upgrade.maintenance_window",
                 window
-                    .parse::<crate::upgrade::MaintenanceWindow>()
+                    .parse::<MaintenanceWindow>()
                     .map(drop)
-                    .map_err(|error| {
-                        (
-                            error.to_string(),
-                            crate::upgrade::WindowError::HINT.to_owned(),
-                        )
-                    }),
+                    .map_err(|error| (error.to_string(), WindowError::HINT.to_owned())),
             );
         }
         check("upgrade.schedule", check_schedule(&self.upgrade.schedule));

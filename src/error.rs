@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use crate::config::ConfigError;
 use crate::control_plane::ControlPlaneError;
 use crate::mirror::MirrorError;
+use crate::preflight::{Outcome, PreflightReport};
 use crate::provision::{DeployError, ProvisionError};
 use crate::release::{ManifestError, TrustError};
 use crate::render::RenderError;
@@ -49,6 +50,18 @@ impl ExitStatus {
 impl From<ExitStatus> for ExitCode {
     fn from(status: ExitStatus) -> Self {
         ExitCode::from(status.code())
+    }
+}
+
+/// A preflight's exit status: 0 when everything passed (or was skipped), 2 with warnings only,
+/// 1 with a failure. Worked out here, above preflight, where the exit statuses live.
+impl From<&PreflightReport> for ExitStatus {
+    fn from(report: &PreflightReport) -> Self {
+        match report.result {
+            Outcome::Fail => ExitStatus::Failure,
+            Outcome::Warn => ExitStatus::Warnings,
+            Outcome::Pass | Outcome::Skip => ExitStatus::Success,
+        }
     }
 }
 
@@ -98,7 +111,7 @@ pub enum Error {
         release: String,
         problems: Vec<String>,
     },
-    #[error("preflight found {} that would stop the install: {}", crate::output::count(failures.len(), "problem", "problems"), failures.join("; "))]
+    #[error("preflight found {} that would stop the install: {}", crate::text::count(failures.len(), "problem", "problems"), failures.join("; "))]
     PreflightFailed { failures: Vec<String> },
     #[error("{action} needs a confirmation, and there is no terminal to ask on")]
     Unconfirmed { action: String },

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod cloud;
 pub mod commands;
 pub mod config;
 pub mod control_plane;
@@ -19,4 +20,5 @@ pub mod render;
 pub mod settings;
 pub mod stacks;
 pub mod state;
+pub mod text;
 pub mod upgrade;

@@ -7,8 +7,6 @@ use ipnet::Ipv4Net;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigFile;
-
 /// How the instance is exposed and how it reaches the internet.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
@@ -150,21 +148,30 @@ pub struct Requirement {
     pub reason: &'static str,
 }
 
+/// What the allow-list names beyond the mode, as the configuration sets it. Plain values, so
+/// that networking stays below the configuration that supplies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequirementInputs {
+    pub domain: String,
+    pub region: String,
+    /// The host of the control plane's URL.
+    pub control_plane_host: String,
+    /// Whether `all-private` exposes the OIDC and webhook paths through a public endpoint.
+    pub public_services: bool,
+    /// Whether the control plane is reached through a PrivateLink endpoint service.
+    pub private_link: bool,
+}
+
 /// The connectivity the instance needs in `mode`, for the configuration's domain and control
 /// plane when one is given.
-pub fn requirements(mode: NetworkMode, config: Option<&ConfigFile>) -> Vec<Requirement> {
-    let domain = config.map_or("<domain>".to_owned(), |config| {
-        config.instance.domain.clone()
+pub fn requirements(mode: NetworkMode, inputs: Option<&RequirementInputs>) -> Vec<Requirement> {
+    let domain = inputs.map_or("<domain>".to_owned(), |inputs| inputs.domain.clone());
+    let region = inputs.map_or("<region>".to_owned(), |inputs| inputs.region.clone());
+    let control_plane = inputs.map_or("<control plane host>".to_owned(), |inputs| {
+        inputs.control_plane_host.clone()
     });
-    let region = config.map_or("<region>".to_owned(), |config| {
-        config.instance.region.clone()
-    });
-    let control_plane = config.map_or("<control plane host>".to_owned(), |config| {
-        host_of(&config.control_plane.url).to_owned()
-    });
-    let public_services = config.is_some_and(|config| config.network.public_services);
-    let private_link =
-        config.is_some_and(|config| config.network.control_plane_endpoint_service.is_some());
+    let public_services = inputs.is_some_and(|inputs| inputs.public_services);
+    let private_link = inputs.is_some_and(|inputs| inputs.private_link);
 
     let egress = match mode {
         NetworkMode::AllPrivate => "customer proxy or network (no route to the internet)",
@@ -344,6 +351,7 @@ pub fn host_of(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ConfigFile;
 
     #[test]
     fn a_sixteen_splits_into_private_quarters_and_small_public_subnets() {
@@ -398,7 +406,7 @@ url = "https://control.example.com"
         )
         .unwrap();
         let control_plane = |config: &ConfigFile| {
-            requirements(NetworkMode::AllPrivate, Some(config))
+            requirements(NetworkMode::AllPrivate, Some(&config.requirement_inputs()))
                 .into_iter()
                 .find(|requirement| requirement.purpose == "control-plane")
                 .unwrap()

@@ -14,6 +14,9 @@ use crate::error::Error;
 /// line's meaning does; new events and new fields do not change it.
 pub const JSON_LINES_SCHEMA_VERSION: u32 = 1;
 
+// The text helpers live below every layer; the printer's old paths keep compiling.
+pub use crate::text::{count, table};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
     Quiet,
@@ -128,32 +131,4 @@ fn indent(text: &str, prefix: &str) -> String {
     text.lines()
         .collect::<Vec<_>>()
         .join(&format!("\n{prefix}"))
-}
-
-/// A table for people: left-aligned columns, no borders, wrapped to the terminal's width.
-pub fn table<const N: usize>(
-    header: [&str; N],
-    rows: impl IntoIterator<Item = [String; N]>,
-) -> String {
-    let mut table = comfy_table::Table::new();
-    table
-        .load_style(comfy_table::presets::NOTHING)
-        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-        .set_header(header);
-    for row in rows {
-        table.add_row(row);
-    }
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table
-        .lines()
-        .map(|line| line.trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// "1 stack", "2 stacks": a count with its noun.
-pub fn count(number: usize, singular: &str, plural: &str) -> String {
-    format!("{number} {}", if number == 1 { singular } else { plural })
 }

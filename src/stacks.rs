@@ -1,4 +1,5 @@
-//! The stacks that make up one instance, their names and the order they deploy in.
+//! The stacks that make up one instance, their names and the order they deploy in, and the name
+//! of the instance's state table.
 
 use std::fmt;
 
@@ -96,6 +97,12 @@ impl fmt::Display for StackKind {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(self.as_str())
     }
+}
+
+/// The DynamoDB table that holds an instance's state. The updater's template names it too, so
+/// the name lives beside the stack names rather than in the adapter that reads the table.
+pub fn state_table_name(instance: &str) -> String {
+    format!("stackwright-{instance}")
 }
 
 #[cfg(test)]

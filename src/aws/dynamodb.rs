@@ -70,7 +70,7 @@ impl DynamoStateStore {
 
     /// The state table of an instance.
     pub fn table_name(instance: &str) -> String {
-        format!("stackwright-{instance}")
+        crate::stacks::state_table_name(instance)
     }
 
     fn key(&self, key: &ItemKey) -> HashMap<String, AttributeValue> {

@@ -4,6 +4,7 @@
 
 mod cloudformation;
 mod dynamodb;
+mod ecr;
 pub mod health;
 mod preflight;
 mod secrets;
@@ -11,27 +12,21 @@ mod secrets;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_credential_types::provider::ProvideCredentials;
-use serde::Serialize;
-
 pub use cloudformation::CloudFormation;
 pub use dynamodb::DynamoStateStore;
 pub use preflight::AwsAccount;
 pub use secrets::{IdentitySecret, StoredIdentity};
 
-use crate::provision::DeployError;
+// The identity and the error mapping sit in the bottom layer, where every layer may name them.
+pub use crate::cloud::CallerIdentity;
+use crate::cloud::DeployError;
+pub(crate) use crate::cloud::sdk_error;
 
 /// Clients for one account and region.
 #[derive(Debug, Clone)]
 pub struct Aws {
     pub config: aws_config::SdkConfig,
     pub region: String,
-}
-
-/// Who the calls are made as.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallerIdentity {
-    pub account: String,
-    pub principal: String,
 }
 
 impl Aws {
@@ -96,47 +91,6 @@ impl Aws {
             builder = builder.force_path_style(true);
         }
         aws_sdk_s3::Client::from_conf(builder.build())
-    }
-}
-
-/// Maps any SDK error to the operation, AWS's error code and its message.
-pub(crate) fn sdk_error<E>(
-    operation: &'static str,
-    error: aws_sdk_cloudformation::error::SdkError<
-        E,
-        aws_sdk_cloudformation::config::http::HttpResponse,
-    >,
-) -> DeployError
-where
-    E: std::error::Error
-        + aws_sdk_cloudformation::error::ProvideErrorMetadata
-        + Send
-        + Sync
-        + 'static,
-{
-    let code = aws_sdk_cloudformation::error::ProvideErrorMetadata::code(&error).map(str::to_owned);
-    let status = error
-        .raw_response()
-        .map(|response| response.status().as_u16());
-    let prefix = code
-        .as_deref()
-        .map(|code| format!("{code}: "))
-        .unwrap_or_default();
-    let message = match (
-        aws_sdk_cloudformation::error::ProvideErrorMetadata::message(&error),
-        status,
-    ) {
-        (Some(message), _) => format!("{prefix}{message}"),
-        // The endpoint answered, but not in AWS's error format (an emulator's crash, a proxy).
-        (None, Some(status)) => {
-            format!("{prefix}the endpoint answered HTTP {status} without an AWS error")
-        }
-        (None, None) => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
-    };
-    DeployError::Aws {
-        operation,
-        code,
-        message,
     }
 }
 

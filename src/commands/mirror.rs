@@ -42,7 +42,7 @@ pub fn mirror(
                 from.host,
                 args.to.as_deref().unwrap_or_default()
             ));
-            block_on(operation::mirror_list(
+            block_on(operation::mirror_list::<Aws>(
                 &mirror_settings,
                 &from,
                 &to,

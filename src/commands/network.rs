@@ -34,7 +34,8 @@ pub fn requirements(
             });
         }
     };
-    let list = network::requirements(mode, config.as_ref());
+    let inputs = config.as_ref().map(|config| config.requirement_inputs());
+    let list = network::requirements(mode, inputs.as_ref());
     if printer.json_mode() {
         printer.data(&serde_json::json!({ "mode": mode, "requirements": list }));
     } else {

@@ -91,6 +91,6 @@ pub fn preflight(
         } else {
             printer.result(&report);
         }
-        Ok(report.exit_status())
+        Ok(ExitStatus::from(&report))
     })
 }

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::MirrorError;
+use crate::release::ecr_account_region;
 
 /// A password or token. It prints as `[redacted]` in every format, so that no log line, error
 /// or `Debug` output can carry it.
@@ -90,14 +91,6 @@ impl RegistryEndpoint {
     pub fn ecr_account_region(&self) -> Option<(String, String)> {
         ecr_account_region(&self.name)
     }
-}
-
-/// `<account>.dkr.ecr.<region>.amazonaws.com` → (account, region).
-pub fn ecr_account_region(host: &str) -> Option<(String, String)> {
-    let rest = host.strip_suffix(".amazonaws.com")?;
-    let (account, rest) = rest.split_once(".dkr.ecr.")?;
-    (account.len() == 12 && account.chars().all(|c| c.is_ascii_digit()) && !rest.is_empty())
-        .then(|| (account.to_owned(), rest.to_owned()))
 }
 
 /// Registry names redirected to other addresses, from `STACKWRIGHT_REGISTRY_OVERRIDES`:
@@ -267,14 +260,5 @@ mod tests {
         let endpoint = RegistryEndpoint::resolve("example.com", &overrides, false);
         assert!(!endpoint.plain_http);
         assert!(RegistryOverrides::parse("no-equals-sign").is_err());
-    }
-
-    #[test]
-    fn ecr_hosts_name_their_account_and_region() {
-        assert_eq!(
-            ecr_account_region("123456789012.dkr.ecr.eu-central-1.amazonaws.com"),
-            Some(("123456789012".into(), "eu-central-1".into()))
-        );
-        assert_eq!(ecr_account_region("127.0.0.1:5000"), None);
     }
 }

@@ -1,101 +1,22 @@
-//! ECR's API: the authorization token a registry login takes, and the instance's repositories,
-//! created with the settings the bootstrap template gives them.
+//! What mirroring needs from AWS, as a trait the AWS adapter (`crate::aws`) implements: the
+//! account, registry credentials from ECR's API, and the instance's repositories.
 
-use base64::Engine as _;
+use super::credentials::Credentials;
+use crate::cloud::DeployError;
 
-use super::credentials::{Credentials, Secret};
-use crate::aws::{Aws, sdk_error};
-use crate::provision::DeployError;
-
-/// Untagged images expire after 14 days, as in the bootstrap template.
-const LIFECYCLE_POLICY: &str = r#"{"rules":[{"rulePriority":1,"description":"Expire untagged images","selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#;
-
-pub struct Ecr {
-    client: aws_sdk_ecr::Client,
-}
-
-impl Ecr {
-    pub fn new(aws: &Aws) -> Self {
-        Ecr {
-            client: aws_sdk_ecr::Client::new(&aws.config),
-        }
-    }
-
+/// ECR's API for one account and region, and a way to reach it in another region.
+#[allow(async_fn_in_trait)]
+pub trait EcrAccess: Sized + Sync {
+    /// ECR in `region`, with the credentials of `profile` or the default chain.
+    async fn connect(region: &str, profile: Option<&str>) -> Result<Self, DeployError>;
+    /// The region the calls go to.
+    fn region(&self) -> &str;
+    /// The account the credentials belong to.
+    async fn account(&self) -> Result<String, DeployError>;
     /// Registry credentials from `GetAuthorizationToken`: user `AWS` and a token valid for 12
     /// hours, which never leaves the `Secret` it is decoded into.
-    pub async fn credentials(&self) -> Result<Credentials, DeployError> {
-        let output = self
-            .client
-            .get_authorization_token()
-            .send()
-            .await
-            .map_err(|error| sdk_error("ecr:GetAuthorizationToken", error))?;
-        let malformed = || DeployError::Aws {
-            operation: "ecr:GetAuthorizationToken",
-            code: None,
-            message: "the answer holds no usable authorization token".into(),
-        };
-        let token = output
-            .authorization_data()
-            .first()
-            .and_then(|data| data.authorization_token())
-            .ok_or_else(malformed)?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(token)
-            .map_err(|_| malformed())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-        let (username, password) = decoded.split_once(':').ok_or_else(malformed)?;
-        Ok(Credentials::Basic {
-            username: username.to_owned(),
-            password: Secret::new(password),
-        })
-    }
-
+    async fn registry_credentials(&self) -> Result<Credentials, DeployError>;
     /// Creates a repository unless it exists: immutable tags, scan on push, KMS encryption,
     /// untagged images expiring after 14 days. Returns whether it was created.
-    pub async fn ensure_repository(&self, name: &str) -> Result<bool, DeployError> {
-        use aws_sdk_ecr::types::{
-            EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
-        };
-        let encryption = EncryptionConfiguration::builder()
-            .encryption_type(EncryptionType::Kms)
-            .build()
-            .map_err(|error| DeployError::Aws {
-                operation: "ecr:CreateRepository",
-                code: None,
-                message: error.to_string(),
-            })?;
-        let result = self
-            .client
-            .create_repository()
-            .repository_name(name)
-            .image_tag_mutability(ImageTagMutability::Immutable)
-            .image_scanning_configuration(
-                ImageScanningConfiguration::builder()
-                    .scan_on_push(true)
-                    .build(),
-            )
-            .encryption_configuration(encryption)
-            .send()
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|error| error.is_repository_already_exists_exception()) =>
-            {
-                return Ok(false);
-            }
-            Err(error) => return Err(sdk_error("ecr:CreateRepository", error)),
-        }
-        self.client
-            .put_lifecycle_policy()
-            .repository_name(name)
-            .lifecycle_policy_text(LIFECYCLE_POLICY)
-            .send()
-            .await
-            .map_err(|error| sdk_error("ecr:PutLifecyclePolicy", error))?;
-        Ok(true)
-    }
+    async fn ensure_repository(&self, name: &str) -> Result<bool, DeployError>;
 }

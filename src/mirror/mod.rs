@@ -2,7 +2,8 @@
 //! distribution API, and fills an instance's ECR repositories with a release's images.
 //!
 //! The engine (`engine`) talks to registries through the narrow [`Registry`] trait; `oci` is
-//! its adapter, `credentials` finds addresses and logins, `ecr` talks to ECR's API, and
+//! its adapter, `credentials` finds addresses and logins, `ecr` is what it needs of ECR's API
+//! (implemented in `crate::aws`), and
 //! `synthetic` builds the deterministic images that development and the benchmark push.
 
 mod credentials;
@@ -20,8 +21,9 @@ use serde::Serialize;
 
 pub use credentials::{
     Credentials, OVERRIDES_VARIABLE, RegistryEndpoint, RegistryOverrides, Secret, auth_file_path,
-    ecr_account_region, from_auth_file,
+    from_auth_file,
 };
+pub use ecr::EcrAccess;
 pub use engine::{
     BlobOutcome, CopyOptions, ImageOutcome, MirrorReporter, SilentReporter, copy_images,
 };
@@ -31,7 +33,10 @@ pub use release::{
     ImageList, MirrorSettings, RegistryTarget, connect, mirror_list, mirror_release,
 };
 
-use crate::provision::DeployError;
+use crate::cloud::DeployError;
+// The release names the registries, so reading an ECR host belongs there; the old path keeps
+// compiling.
+pub use crate::release::ecr_account_region;
 
 /// One image to copy: from a repository and tag or digest of the source, into a repository of
 /// the destination, with the tags to give it there once everything has arrived.

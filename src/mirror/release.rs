@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::credentials::{self, RegistryEndpoint, RegistryOverrides};
-use super::ecr::Ecr;
+use super::ecr::EcrAccess;
 use super::engine::{CopyOptions, MirrorReporter, copy_images};
 use super::oci::OciRegistry;
 use super::registry::is_digest;
 use super::{ImageCopy, MirrorError, MirrorSummary};
-use crate::aws::Aws;
 use crate::release::{INSTALLER_REPOSITORY, ImageReference, ReleaseManifest};
 
 /// What a mirror run needs to know, resolved by the command.
@@ -145,19 +144,19 @@ impl ImageList {
 
 /// A client for a registry: its address through the overrides; credentials from ECR's API for
 /// an ECR registry reached at its own address, from the auth file otherwise.
-pub async fn connect(
+pub async fn connect<A: EcrAccess>(
     name: &str,
     settings: &MirrorSettings,
-    aws: Option<&Aws>,
+    aws: Option<&A>,
 ) -> Result<OciRegistry, MirrorError> {
     let endpoint = RegistryEndpoint::resolve(name, &settings.overrides, settings.plain_http);
     let credentials = match endpoint.ecr_account_region() {
         Some((_, region)) if !endpoint.overridden => {
             let connected;
             let aws = match aws {
-                Some(aws) if aws.region == region => aws,
+                Some(aws) if aws.region() == region => aws,
                 _ => {
-                    connected = Aws::connect(&region, settings.profile.as_deref())
+                    connected = A::connect(&region, settings.profile.as_deref())
                         .await
                         .map_err(|source| MirrorError::Ecr {
                             registry: name.to_owned(),
@@ -166,8 +165,7 @@ pub async fn connect(
                     &connected
                 }
             };
-            Ecr::new(aws)
-                .credentials()
+            aws.registry_credentials()
                 .await
                 .map_err(|source| MirrorError::Ecr {
                     registry: name.to_owned(),
@@ -183,13 +181,13 @@ pub async fn connect(
 /// the instance's ECR repositories `<instance>/<component>` and `<instance>/installer` (created
 /// if missing), tagged with the release's version once all of them have arrived. A second run
 /// finds everything in place and copies nothing.
-pub async fn mirror_release(
-    aws: &Aws,
+pub async fn mirror_release<A: EcrAccess>(
+    aws: &A,
     settings: &MirrorSettings,
     manifest: &ReleaseManifest,
     reporter: &dyn MirrorReporter,
 ) -> Result<MirrorSummary, MirrorError> {
-    let account = aws.caller_identity().await?.account;
+    let account = aws.account().await?;
     let destination_name = format!("{account}.dkr.ecr.{}.amazonaws.com", settings.region);
     let images: Vec<(&str, &ImageReference)> = manifest
         .components
@@ -202,10 +200,9 @@ pub async fn mirror_release(
                 .map(|installer| (INSTALLER_REPOSITORY, &installer.image)),
         )
         .collect();
-    let ecr = Ecr::new(aws);
     for (name, _) in &images {
         let repository = format!("{}/{name}", settings.instance);
-        if ecr.ensure_repository(&repository).await? {
+        if aws.ensure_repository(&repository).await? {
             tracing::info!(repository, "created the ECR repository");
         }
     }
@@ -235,7 +232,8 @@ pub async fn mirror_release(
 
 /// Copies a list of images from one registry to another, repository paths kept under the
 /// destination's prefix and tags kept as they are; digests are copied by digest, untagged.
-pub async fn mirror_list(
+/// `A` reaches ECR's API when either registry is an ECR registry.
+pub async fn mirror_list<A: EcrAccess>(
     settings: &MirrorSettings,
     from: &RegistryTarget,
     to: &RegistryTarget,
@@ -265,8 +263,8 @@ pub async fn mirror_list(
             }
         })
         .collect();
-    let source = connect(&from.host, settings, None).await?;
-    let destination = connect(&to.host, settings, None).await?;
+    let source = connect::<A>(&from.host, settings, None).await?;
+    let destination = connect::<A>(&to.host, settings, None).await?;
     copy_images(&source, &destination, &images, &settings.options, reporter).await
 }
 

@@ -11,18 +11,18 @@ use crate::state::{OperationInputs, OperationKind, OperationResult, StateStore, 
 
 use super::apply::{EngineGate, apply_plan};
 use super::lock::{locked, record_failure};
-use super::upgrade::UpgradeOutcome;
 use super::{Event, Session, config_hash, installer_version};
 
+/// Whether it handed over (a release without an installer has nothing to hand over to).
 /// Only an updater stack in the account runs the job; a job run elsewhere (a systemd timer) is
 /// moved by a person.
 pub(super) async fn hand_over<D: StackDeployer, S: StateStore>(
     session: &Session<'_, D, S>,
     manifest: &ReleaseManifest,
-) -> Result<UpgradeOutcome, Error> {
+) -> Result<bool, Error> {
     let config = session.config;
     let Some(installer) = &manifest.installer else {
-        return Ok(UpgradeOutcome::NothingToDo);
+        return Ok(false);
     };
     updater_runs_the_job(session, manifest, installer).await?;
     // The installer's image only: the release's own images arrive when the new installer
@@ -74,7 +74,7 @@ pub(super) async fn hand_over<D: StackDeployer, S: StateStore>(
         image: installer.image.to_string(),
         detail,
     });
-    Ok(UpgradeOutcome::HandedOver)
+    Ok(true)
 }
 
 /// Refuses a hand-over where no updater stack runs the job in the account.

@@ -3,7 +3,7 @@
 //! events.
 
 use crate::error::Error;
-use crate::mirror::{self, ImageList, MirrorSettings, MirrorSummary, RegistryTarget};
+use crate::mirror::{self, EcrAccess, ImageList, MirrorSettings, MirrorSummary, RegistryTarget};
 use crate::release::ReleaseManifest;
 
 use super::{EventSink, ImageMirror, MirrorEvents};
@@ -17,13 +17,14 @@ pub async fn mirror_release(
     images.mirror_release(release, events).await
 }
 
-/// Copies the images `list` names from one registry to another.
-pub async fn mirror_list(
+/// Copies the images `list` names from one registry to another (`A` logs in to ECR where a
+/// registry is one).
+pub async fn mirror_list<A: EcrAccess>(
     settings: &MirrorSettings,
     from: &RegistryTarget,
     to: &RegistryTarget,
     list: &ImageList,
     events: &dyn EventSink,
 ) -> Result<MirrorSummary, Error> {
-    Ok(mirror::mirror_list(settings, from, to, list, &MirrorEvents(events)).await?)
+    Ok(mirror::mirror_list::<A>(settings, from, to, list, &MirrorEvents(events)).await?)
 }

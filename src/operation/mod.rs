@@ -32,7 +32,7 @@ pub use release::{ReleaseSettings, load_release, offered_release, read_trusted_r
 pub use teardown::{TeardownOutcome, teardown};
 pub use upgrade::{UpgradeOptions, UpgradeOutcome, upgrade};
 
-use crate::aws::CallerIdentity;
+use crate::cloud::CallerIdentity;
 use crate::config::ConfigFile;
 use crate::control_plane::{ControlPlane, ControlPlaneError, IdentityStore};
 use crate::error::Error;

@@ -287,7 +287,12 @@ async fn needs_installer<D: StackDeployer, S: StateStore>(
     if let Some(release) = carrier
         && options.unattended
     {
-        return super::hand_over::hand_over(session, &release.manifest).await;
+        let handed_over = super::hand_over::hand_over(session, &release.manifest).await?;
+        return Ok(if handed_over {
+            UpgradeOutcome::HandedOver
+        } else {
+            UpgradeOutcome::NothingToDo
+        });
     }
     Err(Error::Usage {
         message: format!(

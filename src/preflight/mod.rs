@@ -16,14 +16,13 @@ use serde::Serialize;
 
 pub use quota::{QuotaResource, QuotaSource, QuotaSpec, QuotaValue, quotas_for};
 
-use crate::aws::CallerIdentity;
+use crate::cloud::CallerIdentity;
 use crate::config::ConfigFile;
-use crate::error::ExitStatus;
 use crate::network::{self, Direction, NetworkMode};
-use crate::output::table;
 use crate::provision::INSTANCE_TAG;
 use crate::provision::{DeployError, StackDeployer};
 use crate::stacks::StackKind;
+use crate::text::table;
 use dial::{DialReport, DialSettings, Dialer, Plan};
 
 /// What became of one check.
@@ -136,15 +135,6 @@ impl PreflightReport {
             result,
             counts,
             checks,
-        }
-    }
-
-    /// 0 when everything passed (or was skipped), 2 with warnings only, 1 with a failure.
-    pub fn exit_status(&self) -> ExitStatus {
-        match self.result {
-            Outcome::Fail => ExitStatus::Failure,
-            Outcome::Warn => ExitStatus::Warnings,
-            Outcome::Pass | Outcome::Skip => ExitStatus::Success,
         }
     }
 
@@ -701,7 +691,9 @@ fn destinations(config: &ConfigFile) -> Vec<Destined> {
     let region = &config.instance.region;
     let mut list = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for requirement in network::requirements(config.network.mode, Some(config)) {
+    for requirement in
+        network::requirements(config.network.mode, Some(&config.requirement_inputs()))
+    {
         if requirement.direction != Direction::Out {
             continue;
         }

@@ -12,16 +12,13 @@ use super::plan::{
     StackAction, StackPlan, change_set_name, is_no_change_reason, outside_dependencies,
     resolve_parameters, wait_for_change_set,
 };
+use super::template::template_source;
 use super::{
     Backoff, ChangeSetKind, ChangeSetRequest, ChangeSetStatus, DeployError, DeployReporter,
     NoJournal, Plan, ProvisionError, StackDeployer, StackEvent, StackJournal, StackState,
-    TemplateSource,
 };
 use crate::render::RenderedStack;
 use crate::stacks::StackKind;
-
-/// The output of the bootstrap stack naming the bucket large templates are uploaded to.
-pub const ARTIFACT_BUCKET_OUTPUT: &str = "ArtifactBucketName";
 
 /// Asks a person (or a policy) whether a risky recovery step may go ahead.
 pub trait Gate: Sync {
@@ -306,34 +303,6 @@ fn outcome(action: StackAction, state: &StackState) -> StackOutcome {
         status: state.status.clone(),
         outputs: state.outputs.clone(),
     }
-}
-
-/// The template inline when it fits, otherwise uploaded to the artifact bucket.
-pub(crate) async fn template_source<D: StackDeployer>(
-    deployer: &D,
-    stack: &RenderedStack,
-    states: &BTreeMap<String, Option<StackState>>,
-    region: &str,
-) -> Result<TemplateSource, ProvisionError> {
-    if stack.fits_inline() {
-        return Ok(TemplateSource::Body(stack.body.clone()));
-    }
-    let bucket = states
-        .values()
-        .flatten()
-        .find_map(|state| state.outputs.get(ARTIFACT_BUCKET_OUTPUT))
-        .ok_or_else(|| ProvisionError::NoArtifactBucket {
-            stack: stack.stack_name.clone(),
-            size: stack.body.len(),
-        })?;
-    let digest = crate::render::content_digest(&stack.body);
-    let key = format!("templates/{}/{digest}.yaml", stack.stack_name);
-    let url = deployer
-        .upload_template(bucket, &key, &stack.body)
-        .await
-        .map_err(|source| ProvisionError::deploy(&stack.stack_name, source))?;
-    tracing::info!(stack = %stack.stack_name, %url, region, "template uploaded");
-    Ok(TemplateSource::Url(url))
 }
 
 /// The ID of the stack's newest event: only events after it belong to an operation about to

@@ -5,6 +5,7 @@
 mod engine;
 mod plan;
 mod teardown;
+mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,12 +14,17 @@ use serde::Serialize;
 
 use crate::stacks::StackKind;
 
+// The call error and the polling delay sit below provisioning, for every layer that calls AWS.
+pub use crate::cloud::{Backoff, DeployError};
+// Kept in the journal, so it belongs to the state below; its old path keeps compiling.
+pub use crate::state::RetainedTarget;
+
 pub use engine::apply_journalled;
 pub use engine::{ApplyReport, Gate, StackOutcome, apply};
 pub use plan::{INSTANCE_TAG, Plan, StackAction, StackPlan, plan};
 pub use teardown::{
-    Fate, Inventory, InventoryItem, Remaining, RetainedTarget, TeardownReport,
-    delete_retained_data, inventory, teardown, teardown_journalled,
+    Fate, Inventory, InventoryItem, Remaining, TeardownReport, delete_retained_data, inventory,
+    teardown, teardown_journalled,
 };
 
 /// A stack as CloudFormation describes it.
@@ -139,44 +145,6 @@ pub struct StackResource {
     pub physical_id: Option<String>,
     pub resource_type: String,
     pub status: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    #[error("{operation} failed: {message}")]
-    Aws {
-        operation: &'static str,
-        code: Option<String>,
-        message: String,
-    },
-    #[error("no AWS credentials were found")]
-    NoCredentials { detail: String },
-}
-
-impl DeployError {
-    /// The fix to try.
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            DeployError::NoCredentials { .. } => Some(
-                "configure credentials (AWS_PROFILE or --profile, environment variables, or an instance role) and try again"
-                    .into(),
-            ),
-            // No AWS error code: the endpoint was not reached, or did not answer as AWS does,
-            // which is what a region it does not serve gets.
-            DeployError::Aws { code: None, .. } => Some(
-                "check the region (instance.region, or --region): it must exist and be enabled for the account; and check that this machine reaches AWS, or the endpoint AWS_ENDPOINT_URL names"
-                    .into(),
-            ),
-            DeployError::Aws { .. } => None,
-        }
-    }
-
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            DeployError::Aws { code, .. } => code.as_deref(),
-            DeployError::NoCredentials { .. } => None,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -370,52 +338,4 @@ pub fn is_success(status: &str) -> bool {
         status,
         "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "DELETE_COMPLETE" | "IMPORT_COMPLETE"
     )
-}
-
-/// A delay that starts short and grows, so a fast operation is seen at once and a slow one is
-/// not polled more than every few seconds.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: std::time::Duration,
-    max: std::time::Duration,
-}
-
-impl Backoff {
-    pub fn new() -> Self {
-        Backoff {
-            next: std::time::Duration::from_millis(50),
-            max: std::time::Duration::from_secs(5),
-        }
-    }
-
-    pub fn next_delay(&mut self) -> std::time::Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    pub async fn wait(&mut self) {
-        tokio::time::sleep(self.next_delay()).await;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn polling_starts_fast_and_backs_off_to_a_ceiling() {
-        let mut backoff = Backoff::new();
-        let delays: Vec<u128> = (0..10).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(
-            delays,
-            [50, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]
-        );
-    }
 }

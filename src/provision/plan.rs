@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::template::template_source;
 use super::{
     Backoff, ChangeAction, ChangeSetKind, ChangeSetRequest, ChangeSetStatus, DeployError,
     ProvisionError, ResourceChange, StackDeployer, StackState,
@@ -329,7 +330,7 @@ async fn plan_existing<D: StackDeployer>(
         plan.parameters = parameters;
         return Ok(plan);
     }
-    let template = super::engine::template_source(deployer, stack, states, region).await?;
+    let template = template_source(deployer, stack, states, region).await?;
     let request = ChangeSetRequest {
         stack_name: stack.stack_name.clone(),
         change_set_name: change_set_name(),

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use futures_util::future::join_all;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::engine::{Gate, delete_and_wait, levels};
 use super::plan::check_ownership;
 use super::{DeployError, DeployReporter, NoJournal, ProvisionError, StackDeployer, StackJournal};
-use crate::output::count;
 use crate::stacks::StackKind;
+use crate::state::RetainedTarget;
+use crate::text::count;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "fate", rename_all = "lowercase")]
@@ -196,15 +197,6 @@ pub struct TeardownReport {
     pub deleted_stacks: Vec<String>,
     pub remaining: Vec<Remaining>,
     pub warnings: Vec<String>,
-}
-
-/// A resource a deleted stack retained (`DeletionPolicy: Retain`) that data deletion removes
-/// afterwards. Kept in the journal, because once its stack is gone nothing else names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetainedTarget {
-    pub stack_name: String,
-    pub resource_type: String,
-    pub physical_id: String,
 }
 
 impl Inventory {

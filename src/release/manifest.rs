@@ -97,6 +97,14 @@ pub struct ImageReference {
     pub digest: String,
 }
 
+/// `<account>.dkr.ecr.<region>.amazonaws.com` → (account, region).
+pub fn ecr_account_region(host: &str) -> Option<(String, String)> {
+    let rest = host.strip_suffix(".amazonaws.com")?;
+    let (account, rest) = rest.split_once(".dkr.ecr.")?;
+    (account.len() == 12 && account.chars().all(|c| c.is_ascii_digit()) && !rest.is_empty())
+        .then(|| (account.to_owned(), rest.to_owned()))
+}
+
 impl FromStr for ImageReference {
     type Err = String;
 
@@ -341,5 +349,14 @@ mod tests {
                 .parse::<ImageReference>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn ecr_hosts_name_their_account_and_region() {
+        assert_eq!(
+            ecr_account_region("123456789012.dkr.ecr.eu-central-1.amazonaws.com"),
+            Some(("123456789012".into(), "eu-central-1".into()))
+        );
+        assert_eq!(ecr_account_region("127.0.0.1:5000"), None);
     }
 }

@@ -8,6 +8,6 @@ pub mod trust;
 
 pub use manifest::{
     Component, INSTALLER_REPOSITORY, ImageReference, Installer, ManifestError,
-    RELEASE_SCHEMA_VERSION, ReleaseManifest,
+    RELEASE_SCHEMA_VERSION, ReleaseManifest, ecr_account_region,
 };
 pub use trust::{ReleaseSelection, RepositorySource, TrustError, VerifiedRelease, verify};

@@ -198,7 +198,7 @@ impl TemplateContext {
                     .iter()
                     .map(|kind| kind.stack_name(&config.instance.name))
                     .collect(),
-                state_table: crate::aws::DynamoStateStore::table_name(&config.instance.name),
+                state_table: crate::stacks::state_table_name(&config.instance.name),
             },
             network: NetworkContext {
                 mode,
@@ -256,7 +256,7 @@ fn source_repositories(release: &ReleaseManifest) -> Vec<SourceRepositoryContext
         .chain(release.installer.iter().map(|installer| &installer.image));
     let mut repositories = std::collections::BTreeSet::new();
     for image in images {
-        let Some((account, region)) = crate::mirror::ecr_account_region(&image.registry) else {
+        let Some((account, region)) = crate::release::ecr_account_region(&image.registry) else {
             continue;
         };
         let pattern = match image.repository.rsplit_once('/') {

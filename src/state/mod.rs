@@ -18,7 +18,7 @@ pub(crate) use guard::later;
 pub use guard::{LockSettings, Operation, acquire, run_guarded};
 pub use items::{ItemKey, SCHEMA_VERSION, StoredItem, decode, encode};
 
-use crate::provision::{DeployError, RetainedTarget};
+use crate::cloud::DeployError;
 use crate::stacks::StackKind;
 
 /// The three operations that change an instance, and that the lock keeps apart.
@@ -222,6 +222,15 @@ impl fmt::Display for InstallationStatus {
             InstallationStatus::DataKept => "torn down, data kept",
         })
     }
+}
+
+/// A resource a deleted stack retained (`DeletionPolicy: Retain`) that data deletion removes
+/// afterwards. Kept in the journal, because once its stack is gone nothing else names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedTarget {
+    pub stack_name: String,
+    pub resource_type: String,
+    pub physical_id: String,
 }
 
 /// The operation in flight and the phases it has completed, so that a run that dies halfway

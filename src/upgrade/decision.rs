@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use semver::Version;
 use serde::Serialize;
 
-use super::window::MaintenanceWindow;
+use crate::config::MaintenanceWindow;
 use crate::release::ReleaseManifest;
 
 /// A release the control plane offers this instance, with what its verified manifest says.

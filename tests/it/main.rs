@@ -1,5 +1,6 @@
 //! The integration test binary: one binary, a shared context, modules by concern.
 
+mod architecture;
 mod common;
 mod config;
 mod control_plane;
