@@ -1,7 +1,8 @@
 //! `stackwright mirror`: a release's images into the instance's ECR repositories, or a list of
 //! images between two registries; progress as bars, lines or JSON, then the summary.
 
-use super::session::{AwsImages, block_on};
+use super::runtime::block_on;
+use super::session::AwsImages;
 use super::terminal::Terminal;
 use crate::aws::Aws;
 use crate::cli::MirrorArgs;

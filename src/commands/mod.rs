@@ -13,6 +13,7 @@ mod network;
 mod preflight;
 mod release;
 mod render;
+mod runtime;
 mod session;
 mod state;
 mod status;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::session::block_on;
+use super::runtime::block_on;
 use crate::aws::{Aws, AwsAccount, CloudFormation};
 use crate::cli::PreflightArgs;
 use crate::config::ConfigFile;

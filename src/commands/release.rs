@@ -1,7 +1,7 @@
 //! `stackwright release verify`: checks a signed release repository the way an install would,
 //! and prints what was verified or why it was refused.
 
-use super::session::block_on;
+use super::runtime::block_on;
 use crate::cli::ReleaseVerifyArgs;
 use crate::error::{Error, ExitStatus};
 use crate::output::Printer;

@@ -42,24 +42,6 @@ pub(super) struct Connected {
     releases: ReleaseSettings,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("the async runtime starts")
-}
-
-/// Runs a command's future to its end. A prompt still waiting on the terminal (a second Ctrl-C
-/// stops the command while a confirmation is asked) must not keep the process alive, so the
-/// runtime does not wait for it.
-pub(super) fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    let runtime = runtime();
-    let output = runtime.block_on(future);
-    runtime.shutdown_background();
-    output
-}
-
 /// Loads the configuration and connects to its account and region.
 pub(super) async fn connect(settings: &GlobalSettings) -> Result<Connected, Error> {
     let config = settings.load_config()?;

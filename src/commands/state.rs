@@ -3,7 +3,8 @@
 use serde_json::json;
 
 use super::gate::CliGate;
-use super::session::{block_on, connect};
+use super::runtime::block_on;
+use super::session::connect;
 use crate::cli::UnlockArgs;
 use crate::error::{Error, ExitStatus};
 use crate::operation::Approver;

@@ -3,7 +3,8 @@
 
 use serde_json::json;
 
-use super::session::{block_on, connect};
+use super::runtime::block_on;
+use super::session::connect;
 use crate::error::{Error, ExitStatus};
 use crate::output::{Printer, table};
 use crate::provision::StackState;

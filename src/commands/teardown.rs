@@ -4,7 +4,8 @@
 use serde_json::json;
 
 use super::gate::CliGate;
-use super::session::{DIAL_TIMEOUT, block_on, connect};
+use super::runtime::block_on;
+use super::session::{DIAL_TIMEOUT, connect};
 use crate::cli::TeardownArgs;
 use crate::error::{Error, ExitStatus};
 use crate::operation::{self, TeardownOutcome};

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::gate::CliGate;
-use super::session::{block_on, connect};
+use super::runtime::block_on;
+use super::session::connect;
 use crate::cli::{OutputFormat, UpgradeArgs};
 use crate::error::{Error, ExitStatus};
 use crate::operation::{self, UpgradeOptions, UpgradeOutcome};

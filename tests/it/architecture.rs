@@ -32,7 +32,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Modules whose submodules are not checked for cycles among themselves.
-const SUBMODULES_UNCHECKED: &[&str] = &["commands"];
+const SUBMODULES_UNCHECKED: &[&str] = &[];
 
 const SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 
