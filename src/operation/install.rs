@@ -12,7 +12,7 @@ use crate::provision::{self, Plan, StackDeployer, StackOutcome};
 use crate::render::{self, RenderedStack};
 use crate::stacks::StackKind;
 use crate::state::{
-    Installation, InstallationStatus, Journal, Operation, OperationInputs, OperationKind,
+    Deployed, Installation, InstallationStatus, Journal, Operation, OperationInputs, OperationKind,
     OperationResult, StateStore, StateWrite,
 };
 
@@ -165,16 +165,11 @@ async fn install_locked<D: StackDeployer, S: StateStore>(
         Ok(report) => report,
         Err(error) => return Err(record_failure(operation, installation, error).await),
     };
-    let names = report
-        .stacks
-        .iter()
-        .map(|stack| stack.stack_name.clone())
-        .collect();
     let record = installation_record(
         session.config,
         &journal,
         installation.as_ref(),
-        names,
+        report.stack_names(),
         operation.now(),
     );
     let entry = journal.finish(OperationResult::Succeeded, None, operation.now());
@@ -208,16 +203,11 @@ async fn bring_record_up_to_date<D: StackDeployer, S: StateStore>(
     installation: Option<&Installation>,
     plan: &Plan,
 ) -> Result<(), Error> {
-    let names = plan
-        .stacks
-        .iter()
-        .map(|stack| stack.stack_name.clone())
-        .collect();
     let record = installation_record(
         session.config,
         journal,
         installation,
-        names,
+        plan.stack_names(),
         operation.now(),
     );
     let current = installation.is_some_and(|found| {
@@ -234,8 +224,7 @@ async fn bring_record_up_to_date<D: StackDeployer, S: StateStore>(
     Ok(())
 }
 
-/// The record after an install. What an earlier record learned stays: the newest trusted root
-/// it reached, and the releases that failed here (but the one just installed).
+/// The record after an install: the journal's release runs on `stacks`.
 fn installation_record(
     config: &ConfigFile,
     journal: &Journal,
@@ -243,23 +232,13 @@ fn installation_record(
     stacks: Vec<String>,
     now: jiff::Timestamp,
 ) -> Installation {
-    let failed_releases = previous
-        .map(|record| record.failed_releases.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|version| Some(version) != journal.to_release.as_ref())
-        .collect();
-    Installation {
-        installed_release: journal.to_release.clone(),
+    let deployed = Deployed {
+        release: journal.to_release.clone(),
         networking_mode: config.network.mode.to_string(),
         stacks,
         status: InstallationStatus::Installed,
-        config_hash: journal.config_hash.clone(),
-        operation_id: journal.operation_id.clone(),
-        updated_at: now,
-        failed_releases,
-        trusted_root: previous.and_then(|record| record.trusted_root.clone()),
-    }
+    };
+    Installation::after(journal, previous, deployed, now)
 }
 
 /// What the install made: the URL, the load balancer and the DNS records that point at it.

@@ -7,8 +7,8 @@ use std::time::Instant;
 use crate::error::Error;
 use crate::provision::{self, Inventory, StackDeployer, TeardownReport};
 use crate::state::{
-    Installation, InstallationStatus, Operation, OperationInputs, OperationKind, OperationResult,
-    Phase, StateStore, StateWrite,
+    Deployed, Installation, InstallationStatus, Operation, OperationInputs, OperationKind,
+    OperationResult, Phase, StateStore, StateWrite,
 };
 
 use super::apply::{EngineGate, JournalHook};
@@ -194,17 +194,20 @@ async fn record<D: StackDeployer, S: StateStore>(
         .collect();
     let mut writes = vec![StateWrite::History(entry)];
     if !kept.is_empty() {
-        writes.push(StateWrite::Installation(Installation {
-            installed_release: installation.and_then(|record| record.installed_release),
+        let deployed = Deployed {
+            release: installation
+                .as_ref()
+                .and_then(|record| record.installed_release.clone()),
             networking_mode: session.config.network.mode.to_string(),
             stacks: kept.clone(),
             status: InstallationStatus::DataKept,
-            config_hash: journal.config_hash.clone(),
-            operation_id: journal.operation_id.clone(),
-            updated_at: operation.now(),
-            failed_releases: Vec::new(),
-            trusted_root: None,
-        }));
+        };
+        writes.push(StateWrite::Installation(Installation::after(
+            &journal,
+            installation.as_ref(),
+            deployed,
+            operation.now(),
+        )));
     }
     operation.finish(writes).await?;
     // The table goes last, once no stack is left for it to guard.

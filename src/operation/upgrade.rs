@@ -19,8 +19,8 @@ use crate::release::{self, ReleaseSelection, RepositorySource, VerifiedRelease};
 use crate::render::{self, RenderedStack};
 use crate::stacks::StackKind;
 use crate::state::{
-    Installation, InstallationStatus, Operation, OperationInputs, OperationKind, OperationResult,
-    StateStore, StateWrite,
+    Deployed, Installation, InstallationStatus, Operation, OperationInputs, OperationKind,
+    OperationResult, StateStore, StateWrite,
 };
 use crate::upgrade::{
     ChangeReview, Decision, Health, OfferedRelease, TemplatePair, UpgradePolicy, decide,
@@ -457,12 +457,8 @@ async fn hop_locked<D: StackDeployer, S: StateStore>(
         Health::Unhealthy { problems } => Some(problems),
         _ => None,
     };
-    let names = report
-        .stacks
-        .iter()
-        .map(|stack| stack.stack_name.clone())
-        .collect();
-    record_hop(session, operation, installation, hop, names, problems).await?;
+    let stacks = report.stack_names();
+    record_hop(session, operation, installation, hop, stacks, problems).await?;
     Ok(HopResult {
         outcome: Outcome::Succeeded,
         detail: String::new(),
@@ -543,15 +539,8 @@ async fn record_hop<D: StackDeployer, S: StateStore>(
 ) -> Result<(), Error> {
     let to = hop.manifest.version.to_string();
     let journal = operation.journal().await;
-    let mut failed_releases = installation
-        .map(|record| record.failed_releases)
-        .unwrap_or_default();
-    failed_releases.retain(|version| *version != to);
-    if problems.is_some() {
-        failed_releases.push(to.clone());
-    }
-    let record = Installation {
-        installed_release: Some(to.clone()),
+    let deployed = Deployed {
+        release: Some(to.clone()),
         networking_mode: session.config.network.mode.to_string(),
         stacks,
         status: if problems.is_some() {
@@ -559,11 +548,11 @@ async fn record_hop<D: StackDeployer, S: StateStore>(
         } else {
             InstallationStatus::Installed
         },
-        config_hash: journal.config_hash.clone(),
-        operation_id: journal.operation_id.clone(),
-        updated_at: operation.now(),
-        failed_releases,
+    };
+    let record = Installation {
+        // The hop's verification may have walked to a newer root.
         trusted_root: String::from_utf8(hop.trusted_root.clone()).ok(),
+        ..Installation::after(&journal, installation.as_ref(), deployed, operation.now())
     };
     let entry = match &problems {
         Some(problems) => journal.finish(

@@ -39,6 +39,14 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// The names of the stacks applied, in order.
+    pub fn stack_names(&self) -> Vec<String> {
+        self.stacks
+            .iter()
+            .map(|stack| stack.stack_name.clone())
+            .collect()
+    }
+
     /// The outputs of every stack, by stack name.
     pub fn output(&self, name: &str) -> Option<&str> {
         self.stacks

@@ -69,6 +69,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The names of the stacks planned, in order.
+    pub fn stack_names(&self) -> Vec<String> {
+        self.stacks
+            .iter()
+            .map(|stack| stack.stack_name.clone())
+            .collect()
+    }
+
     pub fn has_changes(&self) -> bool {
         self.stacks
             .iter()

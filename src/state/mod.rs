@@ -204,6 +204,53 @@ pub struct Installation {
     pub trusted_root: Option<String>,
 }
 
+/// What an operation leaves deployed: the input of [`Installation::after`].
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// The release the stacks run.
+    pub release: Option<String>,
+    pub networking_mode: String,
+    pub stacks: Vec<String>,
+    pub status: InstallationStatus,
+}
+
+impl Installation {
+    /// The record `journal`'s operation leaves. What the previous record learned stays: the
+    /// newest trusted root it reached, and the releases that failed here. The release just
+    /// deployed leaves that list when it is installed and joins it when it failed; a teardown
+    /// leaves the list as it was.
+    pub fn after(
+        journal: &Journal,
+        previous: Option<&Installation>,
+        deployed: Deployed,
+        now: Timestamp,
+    ) -> Installation {
+        let mut failed_releases = previous
+            .map(|record| record.failed_releases.clone())
+            .unwrap_or_default();
+        if let Some(release) = &deployed.release {
+            match deployed.status {
+                InstallationStatus::Installed => failed_releases.retain(|failed| failed != release),
+                InstallationStatus::Failed if !failed_releases.contains(release) => {
+                    failed_releases.push(release.clone());
+                }
+                InstallationStatus::Failed | InstallationStatus::DataKept => {}
+            }
+        }
+        Installation {
+            installed_release: deployed.release,
+            networking_mode: deployed.networking_mode,
+            stacks: deployed.stacks,
+            status: deployed.status,
+            config_hash: journal.config_hash.clone(),
+            operation_id: journal.operation_id.clone(),
+            updated_at: now,
+            failed_releases,
+            trusted_root: previous.and_then(|record| record.trusted_root.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstallationStatus {
@@ -688,5 +735,46 @@ mod tests {
         assert_eq!(entry.duration_seconds, 90.0);
         assert_eq!(entry.operation_id, found.operation_id);
         assert_eq!(entry.to_release.as_deref(), Some("1.0.0"));
+    }
+
+    fn after(previous: &Installation, release: &str, status: InstallationStatus) -> Installation {
+        let journal = journal(OperationKind::Upgrade, release, "def", Vec::new());
+        let deployed = Deployed {
+            release: Some(release.into()),
+            networking_mode: "public".into(),
+            stacks: vec!["acme-platform".into()],
+            status,
+        };
+        Installation::after(&journal, Some(previous), deployed, Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn the_next_record_keeps_what_the_previous_one_learned() {
+        let previous = Installation {
+            installed_release: Some("1.0.0".into()),
+            networking_mode: "public".into(),
+            stacks: vec!["acme-platform".into()],
+            status: InstallationStatus::Installed,
+            config_hash: "abc".into(),
+            operation_id: "op-1".into(),
+            updated_at: Timestamp::UNIX_EPOCH,
+            failed_releases: vec!["1.1.0".into()],
+            trusted_root: Some("{\"signed\":{}}".into()),
+        };
+        let failed = after(&previous, "1.2.0", InstallationStatus::Failed);
+        assert_eq!(failed.failed_releases, ["1.1.0", "1.2.0"]);
+        assert_eq!(failed.config_hash, "def");
+        assert_eq!(failed.trusted_root, previous.trusted_root);
+        // Failing again does not list the release twice.
+        let again = after(&failed, "1.2.0", InstallationStatus::Failed);
+        assert_eq!(again.failed_releases, ["1.1.0", "1.2.0"]);
+        let retried = after(&failed, "1.1.0", InstallationStatus::Installed);
+        assert_eq!(retried.failed_releases, ["1.2.0"]);
+        assert_eq!(retried.installed_release.as_deref(), Some("1.1.0"));
+        // A teardown that keeps the data keeps the trusted root and the failed releases, so a
+        // re-install starts from what was learned.
+        let kept = after(&failed, "1.2.0", InstallationStatus::DataKept);
+        assert_eq!(kept.failed_releases, ["1.1.0", "1.2.0"]);
+        assert_eq!(kept.trusted_root, previous.trusted_root);
     }
 }
