@@ -21,4 +21,5 @@ pub mod settings;
 pub mod stacks;
 pub mod state;
 pub mod text;
+pub mod tls;
 pub mod upgrade;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom first. A module may import modules of its own layer or of a lower one.
 const LAYERS: &[&[&str]] = &[
     // Text helpers, networking modes and allow-list, the cloud call's error, retry and identity.
-    &["text", "network", "cloud"],
+    &["text", "network", "cloud", "tls"],
     // The configuration file and the maintenance window it declares.
     &["config"],
     // What the configuration selects: the release and the stacks; the answers that write one.
