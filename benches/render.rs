@@ -127,8 +127,9 @@ fn main() {
                 .arg(&config_path)
                 .args(["--quiet", "render", "--out"])
                 .arg(out.join(mode))
-                .arg("--release")
+                .arg("--manifest-file")
                 .arg(&release_path)
+                .arg("--allow-unsigned")
                 .stdout(std::process::Stdio::null())
                 .status()
                 .expect("stackwright runs");

@@ -16,6 +16,8 @@ if ! cmp -s "$requirements" "$root/.venv-bench/.requirements" 2>/dev/null; then
 fi
 scripts/dev-env.sh up >/dev/null
 
-cargo bench --bench render
-cargo bench --bench install
-cargo bench --bench control_plane
+# The benchmarks run the development build: they install the example releases, which are
+# signed with the development keys (or read unsigned).
+cargo bench --features dev-root --bench render
+cargo bench --features dev-root --bench install
+cargo bench --features dev-root --bench control_plane

@@ -13,12 +13,16 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
 step "Building stackwright"
-cargo build --release --quiet
+# A development build: it trusts the development root that signs the example releases.
+cargo build --release --quiet --features dev-root
 export PATH="$root/target/release:$PATH"
 # The local services run this build's control plane and release tool, not a second debug build.
 export STACKWRIGHT_BIN_DIR="$root/target/release"
-release1="manifests/releases/1.0.0.json"
-release2="manifests/releases/1.1.0.json"
+release1="1.0.0"
+release2="1.1.0"
+# Before the control plane serves the signed releases, they are verified in the example
+# repository on disk.
+export STACKWRIGHT_RELEASE_REPOSITORY=manifests/repository
 out="target/demo"
 rm -rf "$out"
 mkdir -p "$out"
@@ -39,6 +43,8 @@ sed -e 's/^availability_zones = 3/availability_zones = 4/' -e 's/^mode = .*/mode
 show stackwright --config "$out/bad.toml" config validate || echo "(exit code $?)"
 
 step "Starting the local services (AWS emulator, registries, control plane on 127.0.0.1)"
+# From here on releases are verified in the repository the control plane serves.
+unset STACKWRIGHT_RELEASE_REPOSITORY
 scripts/dev-env.sh up
 # shellcheck source=/dev/null
 source target/dev-env/env.sh

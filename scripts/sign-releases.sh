@@ -26,6 +26,10 @@ fi
 # release per metadata version.
 rm -rf "$repository"
 for manifest in $(ls manifests/releases/*.json | sort -V); do
-  "$tool" build --manifest "$manifest" --keys "$keys" --out "$repository" --expires "$expires"
+  # Committed metadata cannot be re-signed daily, so the example's timestamp and snapshot live as
+  # long as its targets; the local environment serves a copy whose timestamp the control plane
+  # keeps re-signing for a day at a time, as a vendor's would.
+  "$tool" build --manifest "$manifest" --keys "$keys" --out "$repository" --expires "$expires" \
+    --timestamp-expires "$expires" --snapshot-expires "$expires"
 done
 "$tool" verify --repository "$repository" --root "$keys/root.json"

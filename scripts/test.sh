@@ -34,3 +34,8 @@ scripts/dev-env.sh up
 echo "test: tests"
 cargo nextest run --all-features --no-fail-fast --failure-output=final \
   --status-level=fail --final-status-level=slow "$@"
+
+# The installer as a vendor ships it: a release build without dev-root, embedding a vendor root
+# and no development key.
+echo "test: the customer build"
+scripts/check-customer-build.sh

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::error::Error;
 use crate::network::NetworkMode;
+use crate::operation::ReleaseChoice;
 
 /// Installs, upgrades and tears down a self-hosted platform in your AWS account.
 #[derive(Debug, Parser)]
@@ -120,6 +122,9 @@ pub enum Command {
 pub struct InstallArgs {
     #[command(flatten)]
     pub release: ReleaseArgs,
+    /// Allow a release older than the installed one; its version must be typed to go ahead.
+    #[arg(long)]
+    pub allow_downgrade: bool,
     #[command(flatten)]
     pub lock: LockArgs,
     #[command(flatten)]
@@ -236,11 +241,66 @@ pub struct UnlockArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
-    /// The release: a manifest's path, or a version verified in the signed release repository
+    /// The release's version, verified in the signed release repository
     /// (STACKWRIGHT_RELEASE_REPOSITORY, else the control plane's). By default, the newest
     /// release the control plane offers this instance on its channel.
-    #[arg(long, value_name = "PATH|VERSION")]
+    #[arg(long, value_name = "VERSION", conflicts_with = "manifest_file")]
     pub release: Option<String>,
+    /// A release manifest file that no one signed, instead of a version (development builds
+    /// only, and only with --allow-unsigned).
+    #[arg(long, value_name = "PATH")]
+    pub manifest_file: Option<PathBuf>,
+    /// Say that the unsigned --manifest-file is meant.
+    #[arg(long, requires = "manifest_file")]
+    pub allow_unsigned: bool,
+}
+
+impl ReleaseArgs {
+    /// The release these arguments name: a version, an unsigned file asked for as such, or by
+    /// default the one the control plane offers.
+    pub fn choice(&self) -> Result<ReleaseChoice, Error> {
+        if let Some(path) = &self.manifest_file {
+            if !self.allow_unsigned {
+                return Err(Error::Usage {
+                    message: format!(
+                        "--manifest-file {} names a release manifest no one signed",
+                        path.display()
+                    ),
+                    hint: "add --allow-unsigned to say that is meant (development builds only), or name a signed release with --release VERSION".into(),
+                });
+            }
+            return Ok(ReleaseChoice::UnsignedFile(path.clone()));
+        }
+        let Some(text) = &self.release else {
+            return Ok(ReleaseChoice::Offered);
+        };
+        match semver::Version::parse(text.trim_start_matches('v')) {
+            Ok(version) => Ok(ReleaseChoice::Version(version)),
+            Err(error) => Err(Error::Usage {
+                message: format!(
+                    "--release takes a release's version, and \"{text}\" is not one ({error})"
+                ),
+                hint: if text.ends_with(".json") || std::path::Path::new(text).exists() {
+                    format!(
+                        "name the release by its version (--release 1.2.0); a manifest file no one signed is read only by development builds: --manifest-file {text} --allow-unsigned"
+                    )
+                } else {
+                    "name the release by its version, such as --release 1.2.0".into()
+                },
+            }),
+        }
+    }
+
+    /// The release, where one must be named.
+    pub fn named(&self) -> Result<ReleaseChoice, Error> {
+        match self.choice()? {
+            ReleaseChoice::Offered => Err(Error::Usage {
+                message: "no release was named".into(),
+                hint: "pass --release VERSION".into(),
+            }),
+            choice => Ok(choice),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -265,9 +325,9 @@ pub struct RenderArgs {
     /// Directory to write `<stack>.template.yaml` and `<stack>.parameters.json` into.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// The release manifest whose components the platform stack runs.
-    #[arg(long, value_name = "PATH")]
-    pub release: PathBuf,
+    /// The release whose components the platform stack runs.
+    #[command(flatten)]
+    pub release: ReleaseArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,27 +362,34 @@ pub struct ReleaseVerifyArgs {
     /// The release already installed: anything older is refused as a rollback.
     #[arg(long, value_name = "VERSION")]
     pub installed: Option<semver::Version>,
-    /// The root metadata to trust instead of the one built in (development and tests).
+    /// The root metadata to trust instead of the one built in (development builds only).
+    #[cfg(feature = "dev-root")]
     #[arg(long, value_name = "PATH", env = "STACKWRIGHT_TRUSTED_ROOT")]
     pub trusted_root: Option<PathBuf>,
+}
+
+impl ReleaseVerifyArgs {
+    /// The root file `--trusted-root` names: always none in a build for customers, which trusts
+    /// only the root it was built with.
+    pub fn trusted_root(&self) -> Option<&std::path::Path> {
+        #[cfg(feature = "dev-root")]
+        let path = self.trusted_root.as_deref();
+        #[cfg(not(feature = "dev-root"))]
+        let path = None;
+        path
+    }
 }
 
 /// Either `--release` (into the instance's ECR repositories, tagged with the release's version)
 /// or `--images` with `--from` and `--to`.
 #[derive(Debug, Args)]
 pub struct MirrorArgs {
-    /// The release whose images to copy: a manifest's path, or a version verified from the
-    /// release repository that STACKWRIGHT_RELEASE_REPOSITORY names.
-    #[arg(
-        long,
-        value_name = "PATH|VERSION",
-        required_unless_present = "images",
-        conflicts_with = "images"
-    )]
-    pub release: Option<String>,
+    /// The release whose images to copy.
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// A file listing the images to copy, one `repository:tag` or `repository@sha256:<digest>`
     /// per line (# starts a comment).
-    #[arg(long, value_name = "FILE", requires_all = ["from", "to"])]
+    #[arg(long, value_name = "FILE", requires_all = ["from", "to"], conflicts_with_all = ["release", "manifest_file"])]
     pub images: Option<PathBuf>,
     /// The registry to copy the listed images from.
     #[arg(long, value_name = "HOST[:PORT]", requires = "images")]

@@ -125,7 +125,7 @@ impl Error {
         match self {
             Error::Config(error) => error.hint(),
             Error::Manifest(ManifestError::Read { .. }) => {
-                Some("pass --release with the path of a release manifest, such as manifests/releases/1.0.0.json".into())
+                Some("pass --manifest-file with the path of a release manifest, such as manifests/releases/1.0.0.json, or name a signed release with --release VERSION".into())
             }
             Error::Manifest(_) => Some("use the manifest as the vendor published it; `stackwright release verify` checks one".into()),
             Error::Render(RenderError::Invalid { .. } | RenderError::Compile { .. } | RenderError::Render { .. } | RenderError::UnsourcedParameter { .. }) => {

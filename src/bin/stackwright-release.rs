@@ -44,9 +44,11 @@ enum Command {
         /// The repository directory (metadata/ and targets/)
         #[arg(long)]
         out: PathBuf,
-        /// How long the targets, snapshot and timestamp metadata stay valid, such as 730d or 2y
+        /// How long the targets metadata stays valid, such as 730d or 2y
         #[arg(long, default_value = "730d")]
         expires: String,
+        #[command(flatten)]
+        short: ShortLived,
     },
     /// Replace every key: publish a new root signed by the old and new root keys, and re-sign
     Rotate {
@@ -59,8 +61,23 @@ enum Command {
         /// The repository directory
         #[arg(long)]
         repository: PathBuf,
-        /// How long the new root and metadata stay valid
+        /// How long the new root and the targets metadata stay valid
         #[arg(long, default_value = "730d")]
+        expires: String,
+        #[command(flatten)]
+        short: ShortLived,
+    },
+    /// Sign the next version of the timestamp with the timestamp key alone: run it daily (the
+    /// reference control plane does with --timestamp-key), before the timestamp expires
+    ResignTimestamp {
+        /// The repository directory
+        #[arg(long)]
+        repository: PathBuf,
+        /// The timestamp role's private key (PKCS#8 PEM)
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the new timestamp stays valid
+        #[arg(long, default_value = "1d")]
         expires: String,
     },
     /// Build the example releases' deterministic images and push them; prints their digests
@@ -131,6 +148,32 @@ enum Command {
     },
 }
 
+/// The roles re-signed often: a stale copy is found out within their lifetime.
+#[derive(Debug, clap::Args)]
+struct ShortLived {
+    /// How long the timestamp metadata stays valid (re-signed daily with resign-timestamp)
+    #[arg(long, default_value = "1d")]
+    timestamp_expires: String,
+    /// How long the snapshot metadata stays valid
+    #[arg(long, default_value = "7d")]
+    snapshot_expires: String,
+}
+
+impl ShortLived {
+    fn expiries(
+        &self,
+        now: jiff::Timestamp,
+        targets: jiff::Timestamp,
+    ) -> Result<signing::Expiries, SigningError> {
+        signing::Expiries::with(
+            now,
+            targets,
+            &self.timestamp_expires,
+            &self.snapshot_expires,
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     #[error(transparent)]
@@ -198,8 +241,9 @@ fn run(args: ReleaseArgs) -> Result<String, Failure> {
                 keys,
                 out,
                 expires,
+                short,
             } => {
-                let expires = signing::expiry(now, &expires)?;
+                let expires = short.expiries(now, signing::expiry(now, &expires)?)?;
                 signing::build_repository(manifest.as_deref(), &keys, &out, expires)
                     .await?
                     .to_string()
@@ -209,11 +253,23 @@ fn run(args: ReleaseArgs) -> Result<String, Failure> {
                 new_keys,
                 repository,
                 expires,
+                short,
             } => {
                 let expires = signing::expiry(now, &expires)?;
+                let metadata = short.expiries(now, expires)?;
                 let (keys, repository) =
-                    signing::rotate_keys(&keys, &new_keys, &repository, expires).await?;
+                    signing::rotate_keys(&keys, &new_keys, &repository, expires, metadata).await?;
                 format!("{keys}{repository}")
+            }
+            Command::ResignTimestamp {
+                repository,
+                key,
+                expires,
+            } => {
+                let expires = signing::expiry(now, &expires)?;
+                signing::resign_timestamp(&repository, &key, expires)
+                    .await?
+                    .to_string()
             }
             Command::Images {
                 push_to,
@@ -341,15 +397,13 @@ fn run(args: ReleaseArgs) -> Result<String, Failure> {
                     source,
                 })?;
                 let selection = release.map_or(ReleaseSelection::Newest, ReleaseSelection::Version);
-                stackwright::release::verify(
-                    &source,
-                    &trusted_root,
-                    now,
-                    last_trusted.as_ref(),
-                    &selection,
-                )
-                .await?
-                .to_string()
+                let trust = stackwright::release::Trust {
+                    installed: last_trusted.as_ref(),
+                    ..stackwright::release::Trust::root(&trusted_root)
+                };
+                stackwright::release::verify(&source, trust, now, &selection)
+                    .await?
+                    .to_string()
             }
         })
     })

@@ -23,7 +23,7 @@ pub fn plan(
         let connected = connect(settings).await?;
         let frame = connected.frame(printer, settings.assume_yes, DIAL_TIMEOUT);
         let session = connected.session(&frame, LockSettings::default());
-        let plan = operation::plan(&session, args.release.as_deref()).await?;
+        let plan = operation::plan(&session, &args.choice()?).await?;
         if printer.json_mode() {
             printer.data(&plan);
         } else {
@@ -50,7 +50,8 @@ pub fn install(
     }
     let lock = settings.lock_settings(args.lock.wait)?;
     let options = InstallOptions {
-        release: args.release.release.clone(),
+        release: args.release.choice()?,
+        allow_downgrade: args.allow_downgrade,
         skip_mirror: args.skip_mirror,
         skip_preflight: args.preflight.skip_preflight,
     };

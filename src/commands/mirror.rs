@@ -8,7 +8,7 @@ use crate::aws::Aws;
 use crate::cli::MirrorArgs;
 use crate::error::{Error, ExitStatus};
 use crate::mirror::{CopyOptions, ImageList, MirrorSettings, RegistryOverrides, RegistryTarget};
-use crate::operation;
+use crate::operation::{self, ReleaseChoice};
 use crate::output::{Printer, count};
 use crate::provision::ProvisionError;
 use crate::settings::GlobalSettings;
@@ -24,7 +24,7 @@ pub fn mirror(
         ..CopyOptions::default()
     };
     let terminal = Terminal::copying(printer);
-    let summary = match (&args.images, &args.release) {
+    let summary = match (&args.images, args.release.choice()?) {
         (Some(images), _) => {
             let list = ImageList::read(images)?;
             let from: RegistryTarget = args.from.as_deref().unwrap_or_default().parse()?;
@@ -51,12 +51,19 @@ pub fn mirror(
                 &terminal,
             ))
         }
-        (None, Some(release)) => {
+        (None, ReleaseChoice::Offered) => {
+            return Err(Error::Usage {
+                message: "mirror needs --release, or --images with --from and --to".into(),
+                hint: "pass --release VERSION, or --images FILE --from HOST --to HOST".into(),
+            });
+        }
+        (None, release) => {
             let config = settings.load_config()?;
             block_on(async {
                 let manifest =
-                    operation::load_release(&settings.release_settings(), Some(&config), release)
-                        .await?;
+                    operation::load_release(&settings.release_settings(), Some(&config), &release)
+                        .await?
+                        .manifest;
                 let aws = Aws::connect(&config.instance.region, settings.profile.as_deref())
                     .await
                     .map_err(|source| {
@@ -77,12 +84,6 @@ pub fn mirror(
                 };
                 operation::mirror_release(&images, &manifest, &terminal).await
             })
-        }
-        (None, None) => {
-            return Err(Error::Usage {
-                message: "mirror needs --release, or --images with --from and --to".into(),
-                hint: "pass --release manifests/releases/1.0.0.json, or --images FILE --from HOST --to HOST".into(),
-            });
         }
     };
     terminal.finish();

@@ -14,7 +14,7 @@ pub fn verify(
     args: &ReleaseVerifyArgs,
 ) -> Result<ExitStatus, Error> {
     let source: RepositorySource = args.repository.parse().map_err(Error::Trust)?;
-    let trusted_root = settings.trusted_root(args.trusted_root.as_deref())?;
+    let trusted_root = settings.trusted_root(args.trusted_root())?;
     let selection = args
         .release
         .clone()
@@ -22,9 +22,11 @@ pub fn verify(
     printer.status(format_args!("Verifying {source}"));
     let verified = block_on(release::verify(
         &source,
-        &trusted_root,
+        release::Trust {
+            installed: args.installed.as_ref(),
+            ..release::Trust::root(&trusted_root)
+        },
         jiff::Timestamp::now(),
-        args.installed.as_ref(),
         &selection,
     ))
     .map_err(|error: TrustError| Error::Trust(error))?;

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::runtime::block_on;
 use crate::cli::RenderArgs;
 use crate::error::{Error, ExitStatus};
+use crate::operation;
 use crate::output::{Printer, table};
-use crate::release::ReleaseManifest;
 use crate::render::{self, RenderedStack};
 use crate::settings::GlobalSettings;
 
@@ -28,7 +29,13 @@ pub fn render(
     args: &RenderArgs,
 ) -> Result<ExitStatus, Error> {
     let config = settings.load_config()?;
-    let release = ReleaseManifest::load(&args.release)?;
+    let choice = args.release.named()?;
+    let release = block_on(operation::load_release(
+        &settings.release_settings(),
+        Some(&config),
+        &choice,
+    ))?
+    .manifest;
     let stacks = render::render_all(&config, &release)?;
 
     std::fs::create_dir_all(&args.out).map_err(|source| Error::Write {

@@ -2960,6 +2960,7 @@ mod tests {
             operation_id: operation_id.into(),
             updated_at: now,
             failed_releases: Vec::new(),
+            trust_floor: None,
             trusted_root: None,
         }
     }

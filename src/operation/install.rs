@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::config::ConfigFile;
 use crate::error::Error;
 use crate::provision::{self, Plan, StackDeployer, StackOutcome};
+use crate::release::{ReleaseManifest, TrustFloor};
 use crate::render::{self, RenderedStack};
 use crate::stacks::StackKind;
 use crate::state::{
@@ -19,14 +20,16 @@ use crate::state::{
 use super::apply::{EngineGate, apply_plan, discard_change_sets};
 use super::lock::{Begun, locked, record_failure};
 use super::preflight::before_install;
-use super::release::choose_release;
+use super::release::{ReleaseChoice, above_record, choose_release};
 use super::{Event, Session, after_install, config_hash};
 
 /// What `install` is asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct InstallOptions {
-    /// A manifest's path or a version; by default the release the control plane offers.
-    pub release: Option<String>,
+    /// The release; by default the one the control plane offers.
+    pub release: ReleaseChoice,
+    /// An older release than the installed one may be installed, once its version is typed.
+    pub allow_downgrade: bool,
     /// The release's images are already in the instance's repositories.
     pub skip_mirror: bool,
     pub skip_preflight: bool,
@@ -70,10 +73,11 @@ pub struct DnsRecord {
 /// sets are left for CloudFormation to show, not executed.
 pub async fn plan<D: StackDeployer, S: StateStore>(
     session: &Session<'_, D, S>,
-    release: Option<&str>,
+    release: &ReleaseChoice,
 ) -> Result<Plan, Error> {
-    let manifest = choose_release(session, release).await?;
-    let stacks = render::render_all(session.config, &manifest)?;
+    let chosen = choose_release(session, release).await?;
+    above_record(session, &chosen, false).await?;
+    let stacks = render::render_all(session.config, &chosen.manifest)?;
     Ok(provision::plan(
         session.deployer,
         session.instance(),
@@ -93,8 +97,9 @@ pub async fn install<D: StackDeployer, S: StateStore>(
 ) -> Result<InstallOutcome, Error> {
     let started = Instant::now();
     let config = session.config;
-    let release = choose_release(session, options.release.as_deref()).await?;
-    let stacks = render::render_all(config, &release)?;
+    let chosen = choose_release(session, &options.release).await?;
+    let release = &chosen.manifest;
+    let stacks = render::render_all(config, release)?;
     before_install(session, options.skip_preflight).await?;
     session.emit(Event::Installing {
         instance: config.instance.name.clone(),
@@ -104,26 +109,33 @@ pub async fn install<D: StackDeployer, S: StateStore>(
         principal: session.caller.principal.clone(),
         region: session.region.to_owned(),
     });
+    above_record(session, &chosen, options.allow_downgrade).await?;
     let inputs = OperationInputs {
         kind: OperationKind::Install,
         release: Some(release.version.to_string()),
         config_hash: config_hash(config),
         delete_data: false,
     };
-    let images = (!options.skip_mirror).then_some(&release);
+    let prepared = Prepared {
+        stacks: &stacks,
+        images: (!options.skip_mirror).then_some(release),
+        floor: chosen.floor.as_ref(),
+        started,
+    };
     locked(session, &inputs, async |operation, installation, begun| {
-        install_locked(
-            session,
-            operation,
-            installation,
-            begun,
-            &stacks,
-            images,
-            started,
-        )
-        .await
+        install_locked(session, operation, installation, begun, &prepared).await
     })
     .await
+}
+
+/// What an install works from once the release is chosen and rendered.
+struct Prepared<'a> {
+    stacks: &'a [RenderedStack],
+    /// The release whose images to copy first, unless they are there already.
+    images: Option<&'a ReleaseManifest>,
+    /// How far the release's verification reached, to record.
+    floor: Option<&'a TrustFloor>,
+    started: Instant,
 }
 
 async fn install_locked<D: StackDeployer, S: StateStore>(
@@ -131,10 +143,14 @@ async fn install_locked<D: StackDeployer, S: StateStore>(
     operation: &Operation<'_, S>,
     installation: Option<Installation>,
     begun: Begun,
-    stacks: &[RenderedStack],
-    images: Option<&crate::release::ReleaseManifest>,
-    started: Instant,
+    prepared: &Prepared<'_>,
 ) -> Result<InstallOutcome, Error> {
+    let Prepared {
+        stacks,
+        images,
+        floor,
+        started,
+    } = *prepared;
     let journal = operation.journal().await;
     let plan = provision::plan(
         session.deployer,
@@ -145,7 +161,15 @@ async fn install_locked<D: StackDeployer, S: StateStore>(
     )
     .await?;
     if !plan.has_changes() && begun == Begun::Fresh {
-        bring_record_up_to_date(session, operation, &journal, installation.as_ref(), &plan).await?;
+        let record = installation_record(
+            session.config,
+            &journal,
+            installation.as_ref(),
+            plan.stack_names(),
+            floor,
+            operation.now(),
+        );
+        bring_record_up_to_date(operation, installation.as_ref(), record).await?;
         after_install(session, "", None, None).await;
         return Ok(InstallOutcome::Unchanged { plan });
     }
@@ -170,6 +194,7 @@ async fn install_locked<D: StackDeployer, S: StateStore>(
         &journal,
         installation.as_ref(),
         report.stack_names(),
+        floor,
         operation.now(),
     );
     let entry = journal.finish(OperationResult::Succeeded, None, operation.now());
@@ -196,25 +221,17 @@ async fn install_locked<D: StackDeployer, S: StateStore>(
 
 /// Nothing to do, and no operation to record; the record is brought up to date if an earlier
 /// version or a failure left it behind.
-async fn bring_record_up_to_date<D: StackDeployer, S: StateStore>(
-    session: &Session<'_, D, S>,
+async fn bring_record_up_to_date<S: StateStore>(
     operation: &Operation<'_, S>,
-    journal: &Journal,
     installation: Option<&Installation>,
-    plan: &Plan,
+    record: Installation,
 ) -> Result<(), Error> {
-    let record = installation_record(
-        session.config,
-        journal,
-        installation,
-        plan.stack_names(),
-        operation.now(),
-    );
     let current = installation.is_some_and(|found| {
         found.installed_release == record.installed_release
             && found.config_hash == record.config_hash
             && found.status == record.status
             && found.stacks == record.stacks
+            && found.trust_floor == record.trust_floor
     });
     if !current {
         operation
@@ -224,12 +241,14 @@ async fn bring_record_up_to_date<D: StackDeployer, S: StateStore>(
     Ok(())
 }
 
-/// The record after an install: the journal's release runs on `stacks`.
+/// The record after an install: the journal's release runs on `stacks`, and the floor its
+/// verification reached, if it was verified, is the next one's.
 fn installation_record(
     config: &ConfigFile,
     journal: &Journal,
     previous: Option<&Installation>,
     stacks: Vec<String>,
+    floor: Option<&TrustFloor>,
     now: jiff::Timestamp,
 ) -> Installation {
     let deployed = Deployed {
@@ -238,7 +257,11 @@ fn installation_record(
         stacks,
         status: InstallationStatus::Installed,
     };
-    Installation::after(journal, previous, deployed, now)
+    let record = Installation::after(journal, previous, deployed, now);
+    Installation {
+        trust_floor: floor.cloned().or(record.trust_floor.clone()),
+        ..record
+    }
 }
 
 /// What the install made: the URL, the load balancer and the DNS records that point at it.

@@ -28,7 +28,10 @@ pub use install::{InstallOptions, InstallOutcome, install, plan};
 pub use lock::Begun;
 pub use mirror::{mirror_list, mirror_release};
 pub use ports::{Approver, HealthProbe, ImageMirror, PreflightCheck};
-pub use release::{ReleaseSettings, load_release, offered_release, read_trusted_root};
+pub use release::{
+    ChosenRelease, ReleaseChoice, ReleaseSettings, load_release, load_unsigned, offered_release,
+    read_trusted_root, verify_version,
+};
 pub use teardown::{TeardownOutcome, teardown};
 pub use upgrade::{UpgradeOptions, UpgradeOutcome, upgrade};
 

@@ -9,8 +9,11 @@ use crate::config::ConfigFile;
 use crate::control_plane::api::UpdateQuery;
 use crate::error::Error;
 use crate::provision::StackDeployer;
-use crate::release::{self, ReleaseManifest, ReleaseSelection, RepositorySource};
-use crate::state::StateStore;
+use crate::release::{
+    self, RecordedFloor, ReleaseManifest, ReleaseSelection, RepositorySource, Trust, TrustError,
+    TrustFloor,
+};
+use crate::state::{Installation, StateStore};
 
 use super::{Event, Session, ensure_identity};
 
@@ -32,30 +35,54 @@ impl ReleaseSettings {
     }
 }
 
-/// The root metadata in `path`, or the embedded root.
+/// The root metadata in `path`, or the embedded root. Only a `dev-root` build reads a root
+/// from a file: a build for customers trusts the root it was built with and nothing else.
 pub fn read_trusted_root(path: Option<&Path>) -> Result<Vec<u8>, Error> {
     match path {
-        Some(path) => std::fs::read(path).map_err(|source| Error::TrustedRoot {
-            path: path.to_owned(),
-            source,
+        None => Ok(crate::release::trust::embedded_root()?.to_vec()),
+        Some(path) if cfg!(feature = "dev-root") => {
+            std::fs::read(path).map_err(|source| Error::TrustedRoot {
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Some(path) => Err(Error::Usage {
+            message: format!(
+                "STACKWRIGHT_TRUSTED_ROOT names {}, but this installer trusts only the release root it was built with",
+                path.display()
+            ),
+            hint: "unset STACKWRIGHT_TRUSTED_ROOT; a root file is read only by development builds (cargo build --features dev-root)".into(),
         }),
-        None => Ok(crate::release::trust::EMBEDDED_ROOT.to_vec()),
     }
 }
 
-/// A release named on the command line: the path of a manifest file, or a version verified in
-/// the signed release repository that `settings` names, else the one the control plane serves
-/// (`<control_plane.url>/repository/`).
-pub async fn load_release(
+/// How a command names its release.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReleaseChoice {
+    /// The newest release the control plane offers this instance.
+    #[default]
+    Offered,
+    /// A version, verified in the signed release repository.
+    Version(Version),
+    /// A manifest file no one signed: only development builds read one, when asked to.
+    UnsignedFile(PathBuf),
+}
+
+/// A release to work with, and how far its verification reached (nothing for an unsigned
+/// file).
+#[derive(Debug, Clone)]
+pub struct ChosenRelease {
+    pub manifest: ReleaseManifest,
+    pub floor: Option<TrustFloor>,
+}
+
+/// The repository releases are verified in: `STACKWRIGHT_RELEASE_REPOSITORY`, else the one the
+/// control plane serves (`<control_plane.url>/repository/`).
+fn repository(
     settings: &ReleaseSettings,
     config: Option<&ConfigFile>,
-    release: &str,
-) -> Result<ReleaseManifest, Error> {
-    let path = Path::new(release);
-    let version = match Version::parse(release.trim_start_matches('v')) {
-        Ok(version) if !path.exists() => version,
-        _ => return Ok(ReleaseManifest::load(path)?),
-    };
+    version: &Version,
+) -> Result<RepositorySource, Error> {
     let repository = match (&settings.repository, config) {
         (Some(repository), _) => repository.clone(),
         (None, Some(config)) => format!(
@@ -67,33 +94,158 @@ pub async fn load_release(
                 message: format!(
                     "release {version} is a version, and no release repository is set to find it in"
                 ),
-                hint: "set STACKWRIGHT_RELEASE_REPOSITORY to the vendor's release repository, or pass the manifest's path".into(),
+                hint: "set STACKWRIGHT_RELEASE_REPOSITORY to the vendor's release repository"
+                    .into(),
             });
         }
     };
-    let source: RepositorySource = repository.parse()?;
-    let trusted_root = settings.trusted_root()?;
-    let verified = release::verify(
-        &source,
-        &trusted_root,
-        jiff::Timestamp::now(),
-        None,
-        &ReleaseSelection::Version(version),
-    )
-    .await?;
-    Ok(verified.manifest)
+    Ok(repository.parse()?)
 }
 
-/// The release `release` names, or by default the one the control plane offers.
+/// Verifies `version` from the root built into the installer. What it must stay above (the
+/// installed release, the recorded floor) is checked against the record: [`above_record`].
+pub async fn verify_version(
+    settings: &ReleaseSettings,
+    config: Option<&ConfigFile>,
+    version: &Version,
+) -> Result<ChosenRelease, Error> {
+    let source = repository(settings, config, version)?;
+    let root = settings.trusted_root()?;
+    let trust = Trust::root(&root);
+    let selection = ReleaseSelection::Version(version.clone());
+    let verified = release::verify(&source, trust, jiff::Timestamp::now(), &selection).await?;
+    Ok(ChosenRelease {
+        manifest: verified.manifest,
+        floor: Some(verified.floor),
+    })
+}
+
+/// An unsigned manifest file, which only a `dev-root` build reads.
+pub fn load_unsigned(path: &Path) -> Result<ChosenRelease, Error> {
+    if !cfg!(feature = "dev-root") {
+        return Err(Error::Usage {
+            message: format!(
+                "{} is an unsigned release manifest, and this installer installs only releases the vendor signed",
+                path.display()
+            ),
+            hint: "name the release by its version (--release VERSION); unsigned manifests are read only by development builds (cargo build --features dev-root)".into(),
+        });
+    }
+    Ok(ChosenRelease {
+        manifest: ReleaseManifest::load(path)?,
+        floor: None,
+    })
+}
+
+/// A release for work that deploys nothing (rendering, copying images): verified from the
+/// built-in root, with no installed release or floor to stay above.
+pub async fn load_release(
+    settings: &ReleaseSettings,
+    config: Option<&ConfigFile>,
+    choice: &ReleaseChoice,
+) -> Result<ChosenRelease, Error> {
+    match choice {
+        ReleaseChoice::Version(version) => verify_version(settings, config, version).await,
+        ReleaseChoice::UnsignedFile(path) => load_unsigned(path),
+        ReleaseChoice::Offered => Err(Error::Usage {
+            message: "no release was named".into(),
+            hint: "pass --release VERSION".into(),
+        }),
+    }
+}
+
+/// Where the floor `installation` records lives, for errors to name.
+pub(super) fn floor_item(instance: &str) -> String {
+    format!(
+        "the state table {}, item {instance}/installation",
+        crate::stacks::state_table_name(instance)
+    )
+}
+
+/// The floor `installation` records: its trust floor, or from a record kept before floors, the
+/// root it held (derived, never trusted as a root).
+pub(super) fn recorded_floor(
+    instance: &str,
+    installation: Option<&Installation>,
+) -> Result<Option<RecordedFloor>, Error> {
+    let Some(record) = installation else {
+        return Ok(None);
+    };
+    let floor = match (&record.trust_floor, &record.trusted_root) {
+        (Some(floor), _) => floor.clone(),
+        (None, Some(root)) => TrustFloor::of_root_file(root.as_bytes()).map_err(|reason| {
+            TrustError::FloorUnreadable {
+                recorded_in: floor_item(instance),
+                reason,
+            }
+        })?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(RecordedFloor {
+        floor,
+        recorded_in: floor_item(instance),
+    }))
+}
+
+/// The release an install or plan works with: the one `choice` names, or by default the one
+/// the control plane offers, verified from the root built in.
 pub(super) async fn choose_release<D: StackDeployer, S: StateStore>(
     session: &Session<'_, D, S>,
-    release: Option<&str>,
-) -> Result<ReleaseManifest, Error> {
-    let release = match release {
-        Some(release) => release.to_owned(),
-        None => offered_release(session).await?.to_string(),
+    choice: &ReleaseChoice,
+) -> Result<ChosenRelease, Error> {
+    let version = match choice {
+        ReleaseChoice::UnsignedFile(path) => return load_unsigned(path),
+        ReleaseChoice::Version(version) => version.clone(),
+        ReleaseChoice::Offered => offered_release(session).await?,
     };
-    load_release(session.releases, Some(session.config), &release).await
+    verify_version(session.releases, Some(session.config), &version).await
+}
+
+/// Refuses `chosen` where it is below what the instance's record holds: a verification that
+/// reached less far than the recorded floor, or a release older than the installed one, unless
+/// `allow_downgrade` and the older version is typed.
+pub(super) async fn above_record<D: StackDeployer, S: StateStore>(
+    session: &Session<'_, D, S>,
+    chosen: &ChosenRelease,
+    allow_downgrade: bool,
+) -> Result<(), Error> {
+    let installation = session.state.installation().await?;
+    if let (Some(reached), Some(recorded)) = (
+        &chosen.floor,
+        recorded_floor(session.instance(), installation.as_ref())?,
+    ) {
+        reached.meets(&recorded)?;
+    }
+    let installed = installation
+        .as_ref()
+        .and_then(|record| record.installed_release.as_deref())
+        .and_then(|text| text.parse::<Version>().ok());
+    let offered = &chosen.manifest.version;
+    let Some(installed) = installed.filter(|installed| offered < installed) else {
+        return Ok(());
+    };
+    if !allow_downgrade {
+        return Err(TrustError::Rollback {
+            offered: offered.clone(),
+            trusted: installed,
+        }
+        .into());
+    }
+    let prompt = format!(
+        "{} runs {installed}; type {offered} to downgrade it to {offered}",
+        session.instance()
+    );
+    if session
+        .approver
+        .confirm_typed(&prompt, &offered.to_string())
+        .await
+    {
+        Ok(())
+    } else {
+        Err(Error::Declined {
+            action: "downgrade".into(),
+        })
+    }
 }
 
 /// The release a first install takes by default: the newest the control plane offers this

@@ -176,11 +176,8 @@ impl Instance {
     async fn installed_with_an_offer(auto_approve: AutoApprove) -> Self {
         let instance = Instance::new(auto_approve);
         let options = InstallOptions {
-            release: Some(
-                repository_file("manifests/releases/1.0.0.json")
-                    .display()
-                    .to_string(),
-            ),
+            release: ReleaseChoice::UnsignedFile(repository_file("manifests/releases/1.0.0.json")),
+            allow_downgrade: false,
             skip_mirror: false,
             skip_preflight: true,
         };

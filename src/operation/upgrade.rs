@@ -15,7 +15,7 @@ use crate::control_plane::api::{
 use crate::control_plane::{ControlPlane, StoredIdentity};
 use crate::error::Error;
 use crate::provision::{self, Plan, StackAction, StackDeployer};
-use crate::release::{self, ReleaseSelection, RepositorySource, VerifiedRelease};
+use crate::release::{self, ReleaseSelection, RepositorySource, Trust, VerifiedRelease};
 use crate::render::{self, RenderedStack};
 use crate::stacks::StackKind;
 use crate::state::{
@@ -30,6 +30,7 @@ use super::apply::{EngineGate, apply_plan, discard_change_sets};
 use super::identity::{register, send_heartbeat};
 use super::lock::{locked, record_failure};
 use super::preflight::before_install;
+use super::release::recorded_floor;
 use super::{Event, Session, config_hash, ensure_identity, installer_version};
 
 /// What `upgrade` is asked to do.
@@ -85,14 +86,15 @@ pub async fn upgrade<D: StackDeployer, S: StateStore>(
     let (identity, offer) = current_offer(session, plane, &installed).await?;
     let credentials = identity.credentials();
     send_heartbeat(session, plane, &credentials, installation.as_ref()).await;
-    let trusted_root = match installation
-        .as_ref()
-        .and_then(|record| record.trusted_root.clone())
-    {
-        Some(root) => root.into_bytes(),
-        None => session.releases.trusted_root()?,
+    // Every run starts from the root built in; the record only says how far it must reach.
+    let root = session.releases.trusted_root()?;
+    let floor = recorded_floor(session.instance(), installation.as_ref())?;
+    let trust = Trust {
+        root: &root,
+        installed: Some(&installed),
+        floor: floor.as_ref(),
     };
-    let verified = verify_offer(session, &offer, &trusted_root, &installed).await?;
+    let verified = verify_offer(session, &offer, trust).await?;
     let offered: Vec<OfferedRelease> = verified
         .iter()
         .map(|(release, urgent)| OfferedRelease::from_manifest(&release.manifest, *urgent))
@@ -211,21 +213,23 @@ async fn current_offer<D: StackDeployer, S: StateStore>(
     Ok((identity, offer))
 }
 
-/// The offered releases that verify against the trusted root, each with whether it is
-/// urgent; the others are told and left aside.
+/// The offered releases that verify from the trusted root, each with whether it is urgent;
+/// the others are told and left aside. What is wrong with the repository as a whole (stale or
+/// replayed metadata, a root below the recorded floor) is an error: no release from it is
+/// trusted.
 async fn verify_offer<D: StackDeployer, S: StateStore>(
     session: &Session<'_, D, S>,
     offer: &UpdateOffer,
-    trusted_root: &[u8],
-    installed: &Version,
+    trust: Trust<'_>,
 ) -> Result<Vec<(VerifiedRelease, bool)>, Error> {
     let source: RepositorySource = offer.repository.parse()?;
     let now = session.clock.now();
     let mut verified = Vec::new();
     for release in &offer.releases {
         let selection = ReleaseSelection::Version(release.version.clone());
-        match release::verify(&source, trusted_root, now, Some(installed), &selection).await {
+        match release::verify(&source, trust, now, &selection).await {
             Ok(checked) => verified.push((checked, release.urgent)),
+            Err(error) if error.is_repository_wide() => return Err(error.into()),
             Err(error) => session.emit(Event::OfferRefused {
                 version: release.version.clone(),
                 error: error.to_string(),
@@ -550,8 +554,8 @@ async fn record_hop<D: StackDeployer, S: StateStore>(
         },
     };
     let record = Installation {
-        // The hop's verification may have walked to a newer root.
-        trusted_root: String::from_utf8(hop.trusted_root.clone()).ok(),
+        // How far the hop's verification reached is the next run's floor.
+        trust_floor: Some(hop.floor.clone()),
         ..Installation::after(&journal, installation.as_ref(), deployed, operation.now())
     };
     let entry = match &problems {

@@ -10,4 +10,7 @@ pub use manifest::{
     Component, INSTALLER_REPOSITORY, ImageReference, Installer, ManifestError,
     RELEASE_SCHEMA_VERSION, ReleaseManifest, ecr_account_region,
 };
-pub use trust::{ReleaseSelection, RepositorySource, TrustError, VerifiedRelease, verify};
+pub use trust::{
+    RecordedFloor, ReleaseSelection, RepositorySource, Trust, TrustError, TrustFloor,
+    VerifiedRelease, verify,
+};

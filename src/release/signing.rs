@@ -302,6 +302,54 @@ pub async fn generate_keys(
     Ok(summary)
 }
 
+/// How long each role's metadata stays valid once signed. The timestamp is re-signed every
+/// day and the snapshot every week, so a mirror that stops refreshing, or replays what it once
+/// served, is found out within a day; the targets list what is published and live longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiries {
+    pub targets: Timestamp,
+    pub snapshot: Timestamp,
+    pub timestamp: Timestamp,
+}
+
+impl Expiries {
+    /// The vendor's defaults for a signing at `now`: the timestamp for 1 day, the snapshot for 7,
+    /// the targets until `targets`; no role outlives the targets.
+    pub fn from_now(now: Timestamp, targets: Timestamp) -> Result<Self, SigningError> {
+        Expiries::with(now, targets, "1d", "7d")
+    }
+
+    /// Expiries for a signing at `now` from durations such as `1d` and `7d`.
+    pub fn with(
+        now: Timestamp,
+        targets: Timestamp,
+        timestamp: &str,
+        snapshot: &str,
+    ) -> Result<Self, SigningError> {
+        Ok(Expiries {
+            targets,
+            snapshot: expiry(now, snapshot)?.min(targets),
+            timestamp: expiry(now, timestamp)?.min(targets),
+        })
+    }
+
+    /// The first to expire.
+    pub fn first(&self) -> Timestamp {
+        self.timestamp.min(self.snapshot).min(self.targets)
+    }
+}
+
+/// One expiry for every role: examples committed to the repository, and tests.
+impl From<Timestamp> for Expiries {
+    fn from(expires: Timestamp) -> Self {
+        Expiries {
+            targets: expires,
+            snapshot: expires,
+            timestamp: expires,
+        }
+    }
+}
+
 /// What a build or rotation left in the repository.
 #[derive(Debug, Clone)]
 pub struct RepositorySummary {
@@ -310,7 +358,7 @@ pub struct RepositorySummary {
     pub releases: Vec<String>,
     pub root_version: u64,
     pub timestamp_version: u64,
-    pub expires: Timestamp,
+    pub expires: Expiries,
 }
 
 impl fmt::Display for RepositorySummary {
@@ -320,11 +368,13 @@ impl fmt::Display for RepositorySummary {
         }
         writeln!(
             formatter,
-            "signed {} (root v{}, timestamp v{}, metadata expires {})",
+            "signed {} (root v{}, timestamp v{}; the timestamp expires {}, the snapshot {}, the targets {})",
             self.repository.display(),
             self.root_version,
             self.timestamp_version,
-            self.expires
+            self.expires.timestamp,
+            self.expires.snapshot,
+            self.expires.targets
         )?;
         write!(formatter, "  releases {}", self.releases.join(", "))
     }
@@ -361,8 +411,9 @@ pub async fn build_repository(
     manifest_path: Option<&Path>,
     keys: &Path,
     repository: &Path,
-    expires: Timestamp,
+    expires: impl Into<Expiries>,
 ) -> Result<RepositorySummary, SigningError> {
+    let expires = expires.into();
     let layout = Layout::new(repository)?;
     if root_versions(&layout.metadata)?.is_empty() {
         let root_path = keys.join("root.json");
@@ -438,7 +489,7 @@ impl Layout {
         existing: Option<tough::Repository>,
         manifest_path: Option<&Path>,
         keys: &Path,
-        expires: Timestamp,
+        expires: Expiries,
     ) -> Result<RepositorySummary, SigningError> {
         let latest_root = self.root_path(<[u64]>::last)?;
         let next = |version: NonZeroU64| version.saturating_add(1);
@@ -503,12 +554,12 @@ impl Layout {
         editor
             .targets_version(targets_version)
             .map_err(tuf("set the targets version"))?
-            .targets_expires(expires)
+            .targets_expires(expires.targets)
             .map_err(tuf("set the targets expiry"))?
             .snapshot_version(snapshot_version)
-            .snapshot_expires(expires)
+            .snapshot_expires(expires.snapshot)
             .timestamp_version(timestamp_version)
-            .timestamp_expires(expires);
+            .timestamp_expires(expires.timestamp);
         let signed = editor
             .sign(&key_sources(keys))
             .await
@@ -546,6 +597,7 @@ pub async fn rotate_keys(
     new_keys: &Path,
     repository: &Path,
     expires: Timestamp,
+    metadata: impl Into<Expiries>,
 ) -> Result<(KeySetSummary, RepositorySummary), SigningError> {
     let layout = Layout::new(repository)?;
     let current_root = read_root(&layout.root_path(<[u64]>::last)?)?;
@@ -557,6 +609,70 @@ pub async fn rotate_keys(
         .metadata
         .join(format!("{}.root.json", new_root.signed.version));
     std::fs::write(&published, &buffer).map_err(io("write", &published))?;
-    let repository_summary = layout.sign(existing, None, new_keys, expires).await?;
+    let repository_summary = layout
+        .sign(existing, None, new_keys, metadata.into())
+        .await?;
     Ok((summary, repository_summary))
+}
+
+/// What re-signing the timestamp left.
+#[derive(Debug, Clone)]
+pub struct TimestampSummary {
+    pub repository: PathBuf,
+    pub version: u64,
+    pub expires: Timestamp,
+}
+
+impl fmt::Display for TimestampSummary {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "re-signed {}/metadata/timestamp.json (timestamp v{}, expires {})",
+            self.repository.display(),
+            self.version,
+            self.expires
+        )
+    }
+}
+
+/// `resign-timestamp`: signs the next version of the timestamp, naming the same snapshot, valid
+/// until `expires`, with the timestamp key alone (the one key kept online, where the schedule
+/// runs). The file is replaced at once, so a server reading it never sees half of one.
+pub async fn resign_timestamp(
+    repository: &Path,
+    timestamp_key: &Path,
+    expires: Timestamp,
+) -> Result<TimestampSummary, SigningError> {
+    let layout = Layout::new(repository)?;
+    let loaded = layout.load().await?.ok_or_else(|| SigningError::Other {
+        action: format!("re-sign the timestamp of {}", repository.display()),
+        reason: "the repository has no timestamp.json yet: build it first".into(),
+    })?;
+    let root = read_root(&layout.root_path(<[u64]>::last)?)?;
+    let mut timestamp = loaded.timestamp().signed.clone();
+    timestamp.version = timestamp.version.saturating_add(1);
+    timestamp.expires = expires;
+    let keys: Vec<Box<dyn KeySource>> = vec![Box::new(PemKeySource {
+        path: timestamp_key.to_owned(),
+    })];
+    let signed = SignedRole::new(
+        timestamp.clone(),
+        &KeyHolder::Root(root.signed),
+        &keys,
+        &SystemRandom::new(),
+    )
+    .await
+    .map_err(tuf(format!(
+        "sign the timestamp with {}",
+        timestamp_key.display()
+    )))?;
+    let path = layout.metadata.join("timestamp.json");
+    let partial = layout.metadata.join(".timestamp.json.partial");
+    std::fs::write(&partial, signed.buffer()).map_err(io("write", &partial))?;
+    std::fs::rename(&partial, &path).map_err(io("replace", &path))?;
+    Ok(TimestampSummary {
+        repository: repository.to_owned(),
+        version: timestamp.version.get(),
+        expires,
+    })
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use semver::Version;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tough::schema::{RoleType, Root, Signed};
 use tough::{
     ExpirationEnforcement, FilesystemTransport, IntoVec, RepositoryLoader, TargetName, Transport,
@@ -42,11 +42,18 @@ use url::Url;
 
 use super::{ManifestError, ReleaseManifest};
 
-/// The root metadata this build trusts before it has seen any repository: the development root
-/// in `manifests/dev-keys/`, whose keys are public. A build for customers embeds the vendor's
-/// production root here instead; `STACKWRIGHT_TRUSTED_ROOT` (or `--trusted-root`) names
-/// another file for development and tests.
-pub const EMBEDDED_ROOT: &[u8] = include_bytes!("../../manifests/dev-keys/root.json");
+/// The root metadata this build trusts before it has seen any repository, chosen when it was
+/// built (see `build.rs`): the vendor's root that `STACKWRIGHT_VENDOR_ROOT` named, or in a
+/// `dev-root` build the development root in `manifests/dev-keys/`. Empty when neither was.
+const EMBEDDED_ROOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trusted_root.json"));
+
+/// The root built into this installer, or why there is none.
+pub fn embedded_root() -> Result<&'static [u8], TrustError> {
+    if EMBEDDED_ROOT.is_empty() {
+        return Err(TrustError::NoEmbeddedRoot);
+    }
+    Ok(EMBEDDED_ROOT)
+}
 
 /// Release manifests are published as targets named `releases/<version>.json`.
 pub const RELEASE_TARGET_PREFIX: &str = "releases/";
@@ -138,6 +145,54 @@ pub enum ReleaseSelection {
     Version(Version),
 }
 
+/// How far this instance has already seen the release repository: a later run must reach at
+/// least as far, so metadata an attacker replays (an old timestamp hiding a security release,
+/// an older root) is refused. The root itself is never read back from storage: every run walks
+/// the chain from the root built into the installer, and the floor only says where that walk
+/// must arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustFloor {
+    pub root_version: u64,
+    /// SHA-256 of that root's canonical signed form.
+    pub root_sha256: String,
+    #[serde(default)]
+    pub timestamp_version: u64,
+    #[serde(default)]
+    pub snapshot_version: u64,
+    #[serde(default)]
+    pub targets_version: u64,
+}
+
+impl TrustFloor {
+    /// The floor of a whole root metadata file (a record from before floors were kept): its
+    /// version and hash, no metadata versions.
+    pub fn of_root_file(text: &[u8]) -> Result<TrustFloor, String> {
+        let root: Signed<Root> =
+            serde_json::from_slice(text).map_err(|error| format!("not root metadata: {error}"))?;
+        Ok(TrustFloor {
+            root_version: root.signed.version.get(),
+            root_sha256: root_digest(&root.signed).map_err(|error| error.to_string())?,
+            timestamp_version: 0,
+            snapshot_version: 0,
+            targets_version: 0,
+        })
+    }
+}
+
+/// A floor, and where it was read from, for errors to name.
+#[derive(Debug, Clone)]
+pub struct RecordedFloor {
+    pub floor: TrustFloor,
+    /// Such as `the state table stackwright-acme, item acme/installation`.
+    pub recorded_in: String,
+}
+
+fn root_digest(root: &Root) -> Result<String, tough::schema::Error> {
+    use sha2::Digest;
+    use tough::schema::Role;
+    Ok(hex_encode(&sha2::Sha256::digest(root.canonical_form()?)))
+}
+
 /// What was verified, for the caller to act on and to show.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifiedRelease {
@@ -160,9 +215,9 @@ pub struct VerifiedRelease {
     pub expires_first: String,
     /// Every release version the repository lists, oldest first.
     pub available: Vec<String>,
-    /// The newest root reached, as published; keep it as the next trusted root.
+    /// How far this verification reached: the floor the next one must reach.
     #[serde(skip)]
-    pub trusted_root: Vec<u8>,
+    pub floor: TrustFloor,
 }
 
 impl fmt::Display for VerifiedRelease {
@@ -207,6 +262,10 @@ impl fmt::Display for VerifiedRelease {
 pub enum TrustError {
     #[error("\"{source_text}\" is not a release repository stackwright can read: {reason}")]
     UnsupportedSource { source_text: String, reason: String },
+    #[error(
+        "this installer was built without a release root, so it trusts no release: it was built without STACKWRIGHT_VENDOR_ROOT"
+    )]
+    NoEmbeddedRoot,
     #[error("the trusted root is not valid TUF root metadata: {reason}")]
     TrustedRoot { reason: String },
     #[error("cannot read the release repository {repository}: {reason}")]
@@ -235,6 +294,25 @@ pub enum TrustError {
         offered: u64,
         trusted: u64,
     },
+    #[error(
+        "the release repository's root is version {reached}, but version {floor} was already trusted here ({recorded_in}): refusing an older root, which would hide a key rotation"
+    )]
+    RootBelowFloor {
+        reached: u64,
+        floor: u64,
+        recorded_in: String,
+    },
+    #[error(
+        "{recorded_in} records root version {version} with SHA-256 {recorded}, but the root version {version} reached from the root built into this installer has SHA-256 {reached}: the record was not written by this installer from this repository, so it is not trusted"
+    )]
+    FloorMismatch {
+        version: u64,
+        recorded: String,
+        reached: String,
+        recorded_in: String,
+    },
+    #[error("{recorded_in} holds a trusted root that cannot be read: {reason}")]
+    FloorUnreadable { recorded_in: String, reason: String },
     #[error(
         "the {role} metadata is not signed by any key the trusted root names for it: it was signed by an unknown or revoked key, or altered after signing"
     )]
@@ -272,11 +350,28 @@ pub enum TrustError {
 }
 
 impl TrustError {
+    /// Whether the error is the repository's as a whole rather than one release's: then no
+    /// release from it can be trusted.
+    pub fn is_repository_wide(&self) -> bool {
+        !matches!(
+            self,
+            TrustError::ReleaseNotFound { .. }
+                | TrustError::Rollback { .. }
+                | TrustError::Manifest { .. }
+                | TrustError::VersionMismatch { .. }
+                | TrustError::ManifestExpired { .. }
+                | TrustError::Tampered { .. }
+        )
+    }
+
     /// The fix to print after the error.
     pub fn hint(&self) -> Option<String> {
         let hint = match self {
             TrustError::UnsupportedSource { .. } => {
                 "pass a directory holding metadata/ and targets/, or an http://127.0.0.1 URL"
+            }
+            TrustError::NoEmbeddedRoot => {
+                "use the installer the vendor ships; a vendor builds it with STACKWRIGHT_VENDOR_ROOT=path/to/root.json cargo build --release"
             }
             TrustError::TrustedRoot { .. } => {
                 "the trusted root is the vendor's root.json as shipped; restore it rather than editing it"
@@ -289,11 +384,27 @@ impl TrustError {
             | TrustError::ThresholdNotMet { .. } => {
                 "do not install from this repository; fetch it again from the vendor, and report it if the refusal repeats"
             }
-            TrustError::Expired { .. } | TrustError::ManifestExpired { .. } => {
-                "the vendor re-signs releases before they expire: fetch a fresh copy of the repository, and check this machine's clock"
+            TrustError::Expired { role, .. } => {
+                return Some(
+                    match role.as_str() {
+                        "timestamp" => "the vendor re-signs the timestamp every day (stackwright-release resign-timestamp, which the control plane runs on a schedule): the repository, or the mirror in front of it, has stopped being refreshed. Check this machine's clock, then tell the vendor",
+                        "snapshot" | "targets" => "the vendor must re-sign the repository (stackwright-release build --keys KEYS --out REPOSITORY, which signs the next targets, snapshot and timestamp). Check this machine's clock, then tell the vendor",
+                        _ => "the vendor must publish the next root (stackwright-release rotate) before the root expires. Check this machine's clock, then tell the vendor",
+                    }
+                    .to_owned(),
+                );
+            }
+            TrustError::ManifestExpired { .. } => {
+                "the vendor publishes a release with a new expiry before the old one ends: ask for a newer release, and check this machine's clock"
+            }
+            TrustError::RootBelowFloor { .. } => {
+                "the repository is replaying an old root (or it is not the vendor's repository): fetch releases from the vendor's repository, and report it if the refusal repeats"
+            }
+            TrustError::FloorMismatch { .. } | TrustError::FloorUnreadable { .. } => {
+                "find out who wrote that item (CloudTrail records dynamodb:PutItem and UpdateItem on the state table); once it is explained, remove its trust_floor and trusted_root attributes so the next run starts again from the root built into stackwright"
             }
             TrustError::Rollback { .. } | TrustError::MetadataRollback { .. } => {
-                "an older release can only be installed by tearing the instance down first; if you did not ask for it, the repository may be replaying old releases"
+                "to go back on purpose, run install --release VERSION --allow-downgrade and type the version; if you did not ask for an older release, the repository may be replaying old ones"
             }
             TrustError::Malformed { .. } | TrustError::VersionMismatch { .. } => {
                 "the repository is damaged or not a stackwright release repository; fetch it again from the vendor"
@@ -307,17 +418,37 @@ impl TrustError {
     }
 }
 
-/// Verifies the repository against `trusted_root` (the content of a root.json the vendor
-/// shipped out of band), picks the release `selection` names, and returns its checked manifest.
-/// `now` decides expiry; `last_trusted` (the installed release, if any) is the floor below which
-/// a release is a rollback.
+/// What a verification starts from: the root to walk from, the installed release (the floor
+/// below which a release is a rollback) and how far earlier runs reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    /// The content of a root.json the vendor shipped out of band: the embedded root.
+    pub root: &'a [u8],
+    pub installed: Option<&'a Version>,
+    pub floor: Option<&'a RecordedFloor>,
+}
+
+impl<'a> Trust<'a> {
+    /// Trust from `root` alone, with no release installed and no floor.
+    pub fn root(root: &'a [u8]) -> Self {
+        Trust {
+            root,
+            installed: None,
+            floor: None,
+        }
+    }
+}
+
+/// Verifies the repository from `trust`'s root, picks the release `selection` names, and
+/// returns its checked manifest. `now` decides expiry.
 pub async fn verify(
     source: &RepositorySource,
-    trusted_root: &[u8],
+    trust: Trust<'_>,
     now: Timestamp,
-    last_trusted: Option<&Version>,
     selection: &ReleaseSelection,
 ) -> Result<VerifiedRelease, TrustError> {
+    let trusted_root = trust.root;
+    let last_trusted = trust.installed;
     let trusted: Signed<Root> =
         serde_json::from_slice(trusted_root).map_err(|error| TrustError::TrustedRoot {
             reason: error.to_string(),
@@ -362,6 +493,20 @@ pub async fn verify(
             expired: *expired,
             now,
         });
+    }
+
+    let floor = TrustFloor {
+        root_version: root.signed.version.get(),
+        root_sha256: root_digest(&root.signed).map_err(|error| TrustError::Malformed {
+            what: "the root metadata".into(),
+            reason: error.to_string(),
+        })?,
+        timestamp_version: timestamp.signed.version.get(),
+        snapshot_version: snapshot.signed.version.get(),
+        targets_version: targets.signed.version.get(),
+    };
+    if let Some(recorded) = trust.floor {
+        floor.meets(recorded)?;
     }
 
     let mut releases: Vec<(Version, TargetName)> = repository
@@ -465,12 +610,55 @@ pub async fn verify(
         expires,
         expires_first,
         available,
-        trusted_root: serde_json::to_vec_pretty(root).map_err(|error| TrustError::Malformed {
-            what: "the root metadata".into(),
-            reason: error.to_string(),
-        })?,
+        floor,
         manifest,
     })
+}
+
+impl TrustFloor {
+    /// Whether this, reached by a verification, is at or above what earlier runs recorded.
+    pub fn meets(&self, recorded: &RecordedFloor) -> Result<(), TrustError> {
+        at_or_above(self, recorded)
+    }
+}
+
+fn at_or_above(reached: &TrustFloor, recorded: &RecordedFloor) -> Result<(), TrustError> {
+    let floor = &recorded.floor;
+    if reached.root_version < floor.root_version {
+        return Err(TrustError::RootBelowFloor {
+            reached: reached.root_version,
+            floor: floor.root_version,
+            recorded_in: recorded.recorded_in.clone(),
+        });
+    }
+    // A later root was reached through signatures of this one, checked on the way; the same
+    // version must be the same root.
+    if reached.root_version == floor.root_version && reached.root_sha256 != floor.root_sha256 {
+        return Err(TrustError::FloorMismatch {
+            version: floor.root_version,
+            recorded: floor.root_sha256.clone(),
+            reached: reached.root_sha256.clone(),
+            recorded_in: recorded.recorded_in.clone(),
+        });
+    }
+    for (role, reached, trusted) in [
+        (
+            "timestamp",
+            reached.timestamp_version,
+            floor.timestamp_version,
+        ),
+        ("snapshot", reached.snapshot_version, floor.snapshot_version),
+        ("targets", reached.targets_version, floor.targets_version),
+    ] {
+        if reached < trusted {
+            return Err(TrustError::MetadataRollback {
+                role: role.to_owned(),
+                offered: reached,
+                trusted,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

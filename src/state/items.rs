@@ -104,6 +104,7 @@ mod tests {
             operation_id: "op".into(),
             updated_at: jiff::Timestamp::UNIX_EPOCH,
             failed_releases: Vec::new(),
+            trust_floor: None,
             trusted_root: None,
         }
     }

@@ -19,6 +19,7 @@ pub use guard::{LockSettings, Operation, acquire, run_guarded};
 pub use items::{ItemKey, SCHEMA_VERSION, StoredItem, decode, encode};
 
 use crate::cloud::DeployError;
+use crate::release::TrustFloor;
 use crate::stacks::StackKind;
 
 /// The three operations that change an instance, and that the lock keeps apart.
@@ -198,9 +199,14 @@ pub struct Installation {
     /// with `upgrade --to`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_releases: Vec<String>,
-    /// The newest root metadata of the release repository trusted so far (JSON): a later run
-    /// starts from it, so a key the vendor rotated out stays revoked.
+    /// How far the release repository was seen here: the root version and hash and the
+    /// metadata versions the next verification must reach (it always starts from the root
+    /// built into the installer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_floor: Option<TrustFloor>,
+    /// A whole root metadata file, as records kept it before floors: read only to derive a
+    /// floor (never trusted as a root), and never written again.
+    #[serde(default, skip_serializing)]
     pub trusted_root: Option<String>,
 }
 
@@ -246,7 +252,8 @@ impl Installation {
             operation_id: journal.operation_id.clone(),
             updated_at: now,
             failed_releases,
-            trusted_root: previous.and_then(|record| record.trusted_root.clone()),
+            trust_floor: previous.and_then(|record| record.trust_floor.clone()),
+            trusted_root: None,
         }
     }
 }
@@ -759,22 +766,29 @@ mod tests {
             operation_id: "op-1".into(),
             updated_at: Timestamp::UNIX_EPOCH,
             failed_releases: vec!["1.1.0".into()],
-            trusted_root: Some("{\"signed\":{}}".into()),
+            trust_floor: Some(TrustFloor {
+                root_version: 2,
+                root_sha256: "ab".repeat(32),
+                timestamp_version: 7,
+                snapshot_version: 3,
+                targets_version: 3,
+            }),
+            trusted_root: None,
         };
         let failed = after(&previous, "1.2.0", InstallationStatus::Failed);
         assert_eq!(failed.failed_releases, ["1.1.0", "1.2.0"]);
         assert_eq!(failed.config_hash, "def");
-        assert_eq!(failed.trusted_root, previous.trusted_root);
+        assert_eq!(failed.trust_floor, previous.trust_floor);
         // Failing again does not list the release twice.
         let again = after(&failed, "1.2.0", InstallationStatus::Failed);
         assert_eq!(again.failed_releases, ["1.1.0", "1.2.0"]);
         let retried = after(&failed, "1.1.0", InstallationStatus::Installed);
         assert_eq!(retried.failed_releases, ["1.2.0"]);
         assert_eq!(retried.installed_release.as_deref(), Some("1.1.0"));
-        // A teardown that keeps the data keeps the trusted root and the failed releases, so a
+        // A teardown that keeps the data keeps the trust floor and the failed releases, so a
         // re-install starts from what was learned.
         let kept = after(&failed, "1.2.0", InstallationStatus::DataKept);
         assert_eq!(kept.failed_releases, ["1.1.0", "1.2.0"]);
-        assert_eq!(kept.trusted_root, previous.trusted_root);
+        assert_eq!(kept.trust_floor, previous.trust_floor);
     }
 }

@@ -374,10 +374,10 @@ pub mod moto {
             }
         }
 
-        /// `install --yes --release <version>`, which must succeed.
+        /// `install --yes --release <version>`, verified in the example repository, which must
+        /// succeed.
         pub fn install(&self, version: &str) -> Outcome {
-            let release = super::release(version);
-            self.stackwright(&["install", "--release", release.to_str().expect("UTF-8")])
+            self.stackwright(&["install", "--release", version])
                 .run()
                 .succeeded()
         }
@@ -485,6 +485,17 @@ pub mod moto {
             self.env("AWS_SDK_UA_APP_ID", tag)
         }
 
+        /// The run's environment. Without a control plane to serve releases, versions are
+        /// verified in the signed example repository, manifests/repository.
+        fn environment(&self) -> BTreeMap<String, String> {
+            let mut env = self.env.clone();
+            if !env.contains_key("STACKWRIGHT_CONTROL_PLANE_URL") {
+                env.entry("STACKWRIGHT_RELEASE_REPOSITORY".into())
+                    .or_insert_with(|| format!("{}/manifests/repository", super::REPOSITORY));
+            }
+            env
+        }
+
         /// Starts the run without waiting for it, its output captured: for races and for
         /// killing it midway.
         pub fn spawn(self) -> std::process::Child {
@@ -494,7 +505,7 @@ pub mod moto {
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("NO_COLOR", "1")
                 .env("HOME", std::env::temp_dir())
-                .envs(&self.env)
+                .envs(self.environment())
                 .arg("--config")
                 .arg(&self.instance.config)
                 .args(&self.args)
@@ -511,7 +522,7 @@ pub mod moto {
         pub fn run(self) -> Outcome {
             let mut command = super::stackwright();
             command
-                .envs(&self.env)
+                .envs(self.environment())
                 .arg("--config")
                 .arg(&self.instance.config)
                 .args(&self.args);

@@ -507,9 +507,11 @@ async fn control_plane_serves_the_signed_release_repository() {
     let root = std::fs::read(Path::new(REPOSITORY).join("manifests/dev-keys/root.json")).unwrap();
     let verified = stackwright::release::verify(
         &source,
-        &root,
+        stackwright::release::Trust {
+            installed: Some(&"1.0.0".parse().unwrap()),
+            ..stackwright::release::Trust::root(&root)
+        },
         jiff::Timestamp::now(),
-        Some(&"1.0.0".parse().unwrap()),
         &stackwright::release::ReleaseSelection::Version(release.version.clone()),
     )
     .await

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::common::{REPOSITORY, release, run, stackwright};
+use crate::common::{REPOSITORY, run, stackwright};
 
 /// Runs the binary with stdin on /dev/null (no terminal), the test's environment only, and
 /// temporary paths filtered out of its output.
@@ -289,13 +289,12 @@ fn init_then_install_without_a_terminal_refuses_with_a_hint() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let (code, _, _) = init_with_flags(directory.path());
     assert_eq!(code, 0);
-    let release = release("1.0.0");
     let (code, stdout, stderr) = without_terminal(
         directory.path(),
         &[],
         &arguments(
             &directory.path().join("stackwright.toml"),
-            &["install", "--release", release.to_str().expect("UTF-8")],
+            &["install", "--release", "1.0.0"],
         ),
     );
     insta::assert_snapshot!(format!("exit: {code}\n--- stdout\n{stdout}--- stderr\n{stderr}"), @r"

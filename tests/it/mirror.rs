@@ -182,8 +182,9 @@ fn mirror_release_copies_a_multi_arch_index_with_identical_digests_then_nothing(
         "--output",
         "json",
         "mirror",
-        "--release",
+        "--manifest-file",
         manifest_path.to_str().expect("UTF-8"),
+        "--allow-unsigned",
     ];
     let mut command = stackwright();
     command.envs(registries()).args(args);

@@ -434,11 +434,7 @@ fn preflight_finds_a_stack_left_in_progress_and_install_stops_there() {
 
     // install runs the same checks first and stops before creating anything.
     let install = instance
-        .stackwright(&[
-            "install",
-            "--release",
-            crate::common::release("1.0.0").to_str().expect("UTF-8"),
-        ])
+        .stackwright(&["install", "--release", "1.0.0"])
         .env("STACKWRIGHT_DIAL_ONLY_LOOPBACK", "1")
         .env_remove("STACKWRIGHT_SKIP_PREFLIGHT")
         .run()

@@ -158,11 +158,9 @@ const INTERFACE_SERVICES: &[&str] = &[
 
 // --- Helpers --------------------------------------------------------------------------------
 
+/// The release to name: a version, verified in the example repository.
 fn release_arg(version: &str) -> String {
-    release(version)
-        .to_str()
-        .expect("the repository path is UTF-8")
-        .to_owned()
+    version.to_owned()
 }
 
 /// A component of a release manifest, as the platform stack must run it.
@@ -1431,7 +1429,13 @@ fn a_template_over_the_inline_limit_is_uploaded_to_the_artifact_bucket_and_passe
     let manifest_arg = manifest.to_str().expect("UTF-8").to_owned();
     // The test release's images exist nowhere: they are not what this test is about.
     instance
-        .stackwright(&["install", "--skip-mirror", "--release", &manifest_arg])
+        .stackwright(&[
+            "install",
+            "--skip-mirror",
+            "--manifest-file",
+            &manifest_arg,
+            "--allow-unsigned",
+        ])
         .run()
         .succeeded();
 
@@ -1471,7 +1475,13 @@ fn a_template_over_the_inline_limit_is_uploaded_to_the_artifact_bucket_and_passe
 
     // Installing again recognises the uploaded template as deployed: nothing changes.
     let again = instance
-        .stackwright(&["install", "--skip-mirror", "--release", &manifest_arg])
+        .stackwright(&[
+            "install",
+            "--skip-mirror",
+            "--manifest-file",
+            &manifest_arg,
+            "--allow-unsigned",
+        ])
         .run()
         .succeeded();
     assert!(
@@ -1525,7 +1535,13 @@ fn a_release_with_an_installer_image_installs_the_updater_stack_and_teardown_rem
     let manifest_arg = manifest.to_str().expect("UTF-8").to_owned();
     // The installer image named in the test release exists nowhere.
     let install = instance
-        .stackwright(&["install", "--skip-mirror", "--release", &manifest_arg])
+        .stackwright(&[
+            "install",
+            "--skip-mirror",
+            "--manifest-file",
+            &manifest_arg,
+            "--allow-unsigned",
+        ])
         .run()
         .succeeded();
     let words = install

@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 
 use jiff::{SignedDuration, Timestamp};
 use semver::Version;
-use stackwright::release::signing::{build_repository, expiry, generate_keys, rotate_keys};
+use stackwright::release::signing::{
+    Expiries, build_repository, expiry, generate_keys, resign_timestamp, rotate_keys,
+};
 use stackwright::release::{
-    ReleaseManifest, ReleaseSelection, RepositorySource, TrustError, VerifiedRelease, verify,
+    RecordedFloor, ReleaseManifest, ReleaseSelection, RepositorySource, Trust, TrustError,
+    VerifiedRelease, verify,
 };
 
 use crate::common::REPOSITORY;
@@ -105,9 +108,11 @@ impl Fixture {
         let last_trusted = last_trusted.map(|version| Version::parse(version).expect("semver"));
         verify(
             &RepositorySource::Directory(repository.to_owned()),
-            root,
+            Trust {
+                installed: last_trusted.as_ref(),
+                ..Trust::root(root)
+            },
             now,
-            last_trusted.as_ref(),
             &selection,
         )
         .await
@@ -202,9 +207,8 @@ async fn the_example_repository_verifies_with_the_development_root() {
     let source = RepositorySource::Directory(repository);
     let newest = verify(
         &source,
-        &root,
+        Trust::root(&root),
         Timestamp::now(),
-        None,
         &ReleaseSelection::Newest,
     )
     .await
@@ -219,9 +223,8 @@ async fn the_example_repository_verifies_with_the_development_root() {
     );
     let first = verify(
         &source,
-        &root,
+        Trust::root(&root),
         Timestamp::now(),
-        None,
         &ReleaseSelection::Version(Version::new(1, 0, 0)),
     )
     .await
@@ -250,9 +253,11 @@ async fn a_good_repository_verifies_from_a_directory_and_over_http() {
     let source: RepositorySource = url.parse().expect("a loopback URL");
     let over_http = verify(
         &source,
-        &fixture.trusted_root(),
+        Trust {
+            installed: Some(&Version::new(1, 0, 0)),
+            ..Trust::root(&fixture.trusted_root())
+        },
         fixture.now,
-        Some(&Version::new(1, 0, 0)),
         &ReleaseSelection::Newest,
     )
     .await
@@ -283,9 +288,8 @@ async fn a_good_repository_verifies_from_a_directory_and_over_http() {
     std::fs::write(&manifest, bytes).expect("tamper");
     let refusal = verify(
         &source,
-        &fixture.trusted_root(),
+        Trust::root(&fixture.trusted_root()),
         fixture.now,
-        None,
         &ReleaseSelection::Newest,
     )
     .await
@@ -358,6 +362,60 @@ async fn tampered_metadata_is_refused() {
 }
 
 #[tokio::test]
+async fn the_vendors_timestamp_lives_a_day_and_is_kept_fresh_with_the_timestamp_key_alone() {
+    let fixture = Fixture::new().await;
+    let repository = fixture.path("short-lived");
+    let manifest = fixture.path("1.1.0.json");
+    let expiries = Expiries::from_now(fixture.now, fixture.expires()).expect("expiries");
+    build_repository(Some(&manifest), &fixture.keys(), &repository, expiries)
+        .await
+        .expect("build");
+    let root = fixture.trusted_root();
+    let source = RepositorySource::Directory(repository.clone());
+    let at = |now: Timestamp| verify(&source, Trust::root(&root), now, &ReleaseSelection::Newest);
+    at(fixture.now + days(0)).await.expect("fresh");
+    let tomorrow = fixture.now + days(1) + jiff::SignedDuration::from_mins(1);
+    let stale = at(tomorrow)
+        .await
+        .expect_err("a day-old timestamp is stale");
+    assert!(
+        matches!(&stale, TrustError::Expired { role, .. } if role == "timestamp"),
+        "{stale}"
+    );
+
+    // The schedule re-signs the timestamp with its key alone; the other keys stay offline.
+    let online = fixture.path("online");
+    std::fs::create_dir_all(&online).expect("a directory");
+    std::fs::copy(
+        fixture.keys().join("timestamp.pem"),
+        online.join("timestamp.pem"),
+    )
+    .expect("the timestamp key");
+    let refreshed = expiry(tomorrow, "1d").expect("a duration");
+    let summary = resign_timestamp(&repository, &online.join("timestamp.pem"), refreshed)
+        .await
+        .expect("re-sign the timestamp");
+    assert_eq!(summary.version, 2);
+    let verified = at(tomorrow).await.expect("fresh again");
+    assert_eq!(verified.timestamp_version, 2);
+    assert_eq!(verified.expires, refreshed);
+
+    // A week on, the snapshot (signed with an offline key) has run out: the vendor re-signs.
+    let stale = at(fixture.now + days(7) + jiff::SignedDuration::from_mins(1))
+        .await
+        .expect_err("a week-old snapshot is stale");
+    assert!(
+        matches!(&stale, TrustError::Expired { role, .. } if role == "timestamp" || role == "snapshot"),
+        "{stale}"
+    );
+    // Signing with a key the root does not name for the timestamp is refused.
+    let wrong = resign_timestamp(&repository, &fixture.keys().join("targets.pem"), refreshed)
+        .await
+        .expect_err("the targets key cannot sign the timestamp");
+    assert!(wrong.to_string().contains("sign the timestamp"), "{wrong}");
+}
+
+#[tokio::test]
 async fn expired_metadata_is_refused_as_a_freeze() {
     let fixture = Fixture::new().await;
     let later = fixture.now + days(31);
@@ -382,7 +440,7 @@ async fn expired_metadata_is_refused_as_a_freeze() {
     assert_eq!(
         error.hint().as_deref(),
         Some(
-            "the vendor re-signs releases before they expire: fetch a fresh copy of the repository, and check this machine's clock"
+            "the vendor re-signs the timestamp every day (stackwright-release resign-timestamp, which the control plane runs on a schedule): the repository, or the mirror in front of it, has stopped being refreshed. Check this machine's clock, then tell the vendor"
         )
     );
 
@@ -461,6 +519,57 @@ async fn a_repository_signed_by_an_unknown_key_is_refused() {
 }
 
 #[tokio::test]
+async fn a_replayed_timestamp_is_refused_once_a_newer_one_was_seen() {
+    let fixture = Fixture::new().await;
+    // A mirror keeps today's copy; tomorrow the vendor re-signs, and the instance sees that.
+    let replayed = fixture.path("replayed");
+    copy_tree(&fixture.repository(), &replayed);
+    build_repository(
+        None,
+        &fixture.keys(),
+        &fixture.repository(),
+        fixture.expires(),
+    )
+    .await
+    .expect("re-sign");
+    let root = fixture.trusted_root();
+    let seen = verify(
+        &RepositorySource::Directory(fixture.repository()),
+        Trust::root(&root),
+        fixture.now,
+        &ReleaseSelection::Newest,
+    )
+    .await
+    .expect("the re-signed repository verifies");
+    let recorded = RecordedFloor {
+        floor: seen.floor.clone(),
+        recorded_in: "the state table".into(),
+    };
+    let trust = Trust {
+        floor: Some(&recorded),
+        ..Trust::root(&root)
+    };
+    let (current, replayed) = (
+        RepositorySource::Directory(fixture.repository()),
+        RepositorySource::Directory(replayed),
+    );
+    verify(&current, trust, fixture.now, &ReleaseSelection::Newest)
+        .await
+        .expect("the same repository still verifies");
+    let error = verify(&replayed, trust, fixture.now, &ReleaseSelection::Newest)
+        .await
+        .expect_err("the old copy is refused");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the timestamp metadata is version {}, but version {} was already trusted: refusing to roll back",
+            seen.timestamp_version - 1,
+            seen.timestamp_version
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_rotated_root_verifies_and_the_revoked_keys_are_refused() {
     let fixture = Fixture::new().await;
     let new_keys = fixture.path("new-keys");
@@ -468,6 +577,7 @@ async fn a_rotated_root_verifies_and_the_revoked_keys_are_refused() {
         &fixture.keys(),
         &new_keys,
         &fixture.repository(),
+        fixture.expires(),
         fixture.expires(),
     )
     .await
@@ -486,11 +596,7 @@ async fn a_rotated_root_verifies_and_the_revoked_keys_are_refused() {
         .await
         .expect("the rotated repository verifies from the old root");
     assert_eq!(verified.root_version, 2);
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&verified.trusted_root).expect("JSON")["signed"]
-            ["version"],
-        2
-    );
+    assert_eq!(verified.floor.root_version, 2);
 
     // Someone holding the revoked keys signs a release, next to the published rotation.
     let forged = fixture.path("forged");
@@ -503,19 +609,30 @@ async fn a_rotated_root_verifies_and_the_revoked_keys_are_refused() {
     let refused = "the timestamp metadata is not signed by any key the trusted root names for it: it was signed by an unknown or revoked key, or altered after signing";
     assert_eq!(fixture.refusal(&forged, fixture.now, None).await, refused);
 
-    // Hiding the rotation does not help against an installer that already learned root v2.
+    // Hiding the rotation does not help against an instance whose record says it reached
+    // root v2: the walk from the built-in root stops at v1, below the floor.
     std::fs::remove_file(forged.join("metadata/2.root.json")).expect("hide the rotation");
-    let error = fixture
-        .verify(
-            &forged,
-            &verified.trusted_root,
-            fixture.now,
-            None,
-            ReleaseSelection::Newest,
-        )
-        .await
-        .expect_err("refused");
-    assert_eq!(error.to_string(), refused);
+    let recorded = RecordedFloor {
+        floor: verified.floor.clone(),
+        recorded_in: "the record".into(),
+    };
+    let root = fixture.trusted_root();
+    let trust = Trust {
+        floor: Some(&recorded),
+        ..Trust::root(&root)
+    };
+    let error = verify(
+        &RepositorySource::Directory(forged.clone()),
+        trust,
+        fixture.now,
+        &ReleaseSelection::Newest,
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "the release repository's root is version 1, but version 2 was already trusted here (the record): refusing an older root, which would hide a key rotation"
+    );
 
     // A new root signed only by the new keys, without the old root's consent, is refused.
     let hijacked = fixture.path("hijacked");
@@ -690,7 +807,9 @@ fn release_verify_prints_what_was_verified_or_why_it_was_refused() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("hint: an older release can only be installed"),
+        stderr.contains(
+            "hint: to go back on purpose, run install --release VERSION --allow-downgrade"
+        ),
         "{stderr}"
     );
 

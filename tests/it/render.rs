@@ -39,8 +39,9 @@ fn render_release(config: &str, manifest: &Path) -> BTreeMap<String, String> {
             .arg("render")
             .arg("--out")
             .arg(&out)
-            .arg("--release")
-            .arg(manifest),
+            .arg("--manifest-file")
+            .arg(manifest)
+            .arg("--allow-unsigned"),
         directory.path(),
     );
     assert_eq!(code, 0, "render failed: {stderr}");
@@ -351,14 +352,14 @@ fn a_missing_release_manifest_is_a_clear_error_and_writes_nothing() {
             .arg(&path)
             .args(["render", "--out"])
             .arg(&out)
-            .args(["--release", "nowhere.json"]),
+            .args(["--manifest-file", "nowhere.json", "--allow-unsigned"]),
         directory.path(),
     );
     assert_eq!(code, 1);
     insta::assert_snapshot!(stderr, @r"
     error: cannot read the release manifest nowhere.json
       caused by: No such file or directory (os error 2)
-    hint: pass --release with the path of a release manifest, such as manifests/releases/1.0.0.json
+    hint: pass --manifest-file with the path of a release manifest, such as manifests/releases/1.0.0.json, or name a signed release with --release VERSION
     ");
     assert!(!out.exists());
 }

@@ -16,7 +16,6 @@ use stackwright::aws::DynamoStateStore;
 use stackwright::state::{Holder, Lease, OperationKind, StateError, StateStore, StateWrite};
 
 use crate::common::moto::{Cloud, Instance, Outcome, unique_name};
-use crate::common::release;
 
 const CONFIG: &str = r#"schema_version = 1
 [instance]
@@ -38,11 +37,9 @@ const FAULT_ACTION: &str = "STACKWRIGHT_FAULT_ACTION";
 
 // --- Helpers --------------------------------------------------------------------------------
 
+/// The release to name: a version, verified in the example repository.
 fn release_arg(version: &str) -> String {
-    release(version)
-        .to_str()
-        .expect("the repository path is UTF-8")
-        .to_owned()
+    version.to_owned()
 }
 
 fn table_name(instance: &Instance) -> String {
@@ -1221,5 +1218,121 @@ fn state_items_of_an_unknown_version_or_malformed_are_reported_by_key_and_left_a
                 .contains("  install  -     1.0.0  succeeded  "),
         "one install in the history, and nothing else:\n{}",
         listed.stdout
+    );
+}
+
+/// The body of the installation item, as JSON.
+fn installation_body(cloud: &Cloud, instance: &Instance) -> serde_json::Value {
+    let item = item(cloud, instance, "installation").expect("the installation item");
+    serde_json::from_str(&string(&item, "body").expect("a body")).expect("the body is JSON")
+}
+
+#[test]
+fn a_root_planted_in_the_state_table_is_refused_and_an_older_release_needs_a_typed_downgrade() {
+    let instance = Instance::new("planted", CONFIG);
+    instance.install("1.1.0");
+    let cloud = Cloud::connect();
+    let name = instance.name.clone();
+    let recorded = installation_body(&cloud, &instance);
+    let floor = &recorded["trust_floor"];
+    assert_eq!(
+        (
+            floor["root_version"].as_u64(),
+            floor["timestamp_version"].as_u64()
+        ),
+        (Some(1), Some(2)),
+        "the install recorded how far it verified: {recorded}"
+    );
+
+    // Whoever can write the table (the updater's role can) plants a root of their own, or
+    // edits the floor: either is refused, naming the item, and the table is left as it is.
+    let keys = tempfile::tempdir().expect("a directory");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime
+        .block_on(stackwright::release::signing::generate_keys(
+            keys.path(),
+            jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24),
+        ))
+        .expect("keys");
+    let attacker_root = std::fs::read_to_string(keys.path().join("root.json")).expect("root");
+    let mut planted_root = recorded.clone();
+    planted_root
+        .as_object_mut()
+        .expect("an object")
+        .remove("trust_floor");
+    planted_root["trusted_root"] = attacker_root.into();
+    let mut edited_floor = recorded.clone();
+    edited_floor["trust_floor"]["root_sha256"] = "00".repeat(32).into();
+    let original = item(&cloud, &instance, "installation");
+    for planted in [planted_root, edited_floor] {
+        put(&cloud, &instance, "installation", "1", &planted.to_string());
+        let before = item(&cloud, &instance, "installation");
+        let refused = instance
+            .stackwright(&["install", "--release", "1.1.0"])
+            .run()
+            .exited(1);
+        assert!(
+            refused.stderr.contains(&format!(
+                "error: the state table stackwright-{name}, item {name}/installation records root version 1 with SHA-256 "
+            )) && refused
+                .stderr
+                .contains("the record was not written by this installer from this repository"),
+            "{}",
+            refused.transcript()
+        );
+        assert!(
+            refused
+                .stderr
+                .contains("hint: find out who wrote that item (CloudTrail")
+        );
+        assert_eq!(
+            item(&cloud, &instance, "installation"),
+            before,
+            "left as it was"
+        );
+        assert_eq!(holder(&cloud, &instance), None, "the lock is free");
+    }
+    restore(&cloud, &instance, "installation", original);
+
+    // Going back to an older release is refused, and done only when asked and typed (--yes
+    // types it for a script).
+    let refused = instance
+        .stackwright(&["install", "--release", "1.0.0"])
+        .run()
+        .exited(1);
+    assert!(
+        refused.stderr.contains(
+            "error: release 1.0.0 is older than release 1.1.0, which is already trusted here: refusing to roll back"
+        ) && refused.stderr.contains("--allow-downgrade"),
+        "{}",
+        refused.transcript()
+    );
+    assert_eq!(
+        installation_body(&cloud, &instance)["installed_release"],
+        "1.1.0"
+    );
+    instance
+        .stackwright(&["install", "--release", "1.0.0", "--allow-downgrade"])
+        .run()
+        .succeeded();
+    assert_eq!(
+        installation_body(&cloud, &instance)["installed_release"],
+        "1.0.0"
+    );
+
+    // A manifest file is not a release name.
+    let path = crate::common::release("1.0.0");
+    let path = path.to_str().expect("UTF-8");
+    let refused = instance
+        .stackwright(&["install", "--release", path])
+        .run()
+        .exited(64);
+    assert!(
+        refused.stderr.contains(&format!(
+            "hint: name the release by its version (--release 1.2.0); a manifest file no one signed is read only by development builds: --manifest-file {} --allow-unsigned",
+            path.replace(crate::common::REPOSITORY, "[REPOSITORY]")
+        )),
+        "{}",
+        refused.transcript()
     );
 }

@@ -45,7 +45,12 @@ fn installed_from(
     let token_file = instance.directory().join("stackwright.token");
     std::fs::write(&token_file, token.trim()).expect("the token file");
     let install = instance
-        .stackwright(&["install", "--release", manifest.to_str().expect("UTF-8")])
+        .stackwright(&[
+            "install",
+            "--manifest-file",
+            manifest.to_str().expect("UTF-8"),
+            "--allow-unsigned",
+        ])
         .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
         .run()
         .succeeded();
@@ -338,11 +343,7 @@ fn an_unregistered_instance_is_told_how_to_register() {
     let server = Server::start(None);
     let instance = Instance::new("unreg", CONFIG);
     instance
-        .stackwright(&[
-            "install",
-            "--release",
-            release("1.0.0").to_str().expect("UTF-8"),
-        ])
+        .stackwright(&["install", "--release", "1.0.0"])
         .env("STACKWRIGHT_CONTROL_PLANE_URL", &server.url)
         .run()
         .succeeded();
