@@ -96,6 +96,18 @@ struct ServeArgs {
     /// Where to write the admin credential (default: admin-token beside the database)
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Keep the repository's timestamp fresh with this timestamp key (PKCS#8 PEM): re-signed
+    /// at start and then every half of its lifetime, in place in --releases
+    #[arg(long, value_name = "FILE")]
+    timestamp_key: Option<PathBuf>,
+    /// How long each re-signed timestamp stays valid
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1d",
+        requires = "timestamp_key"
+    )]
+    timestamp_expires: String,
 }
 
 /// Where the running server is, for the operator's commands.
@@ -124,6 +136,8 @@ enum Failure {
     Server(#[from] ServerError),
     #[error(transparent)]
     Operator(#[from] OperatorError),
+    #[error(transparent)]
+    Signing(#[from] stackwright::release::signing::SigningError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -243,6 +257,22 @@ fn run(args: ControlPlaneArgs) -> Result<(), Failure> {
 }
 
 async fn run_server(args: ServeArgs) -> Result<(), Failure> {
+    if let Some(key) = &args.timestamp_key {
+        let repository = args.releases.join("repository");
+        // The first signing happens before the server answers, so it never serves a stale one.
+        let period = stackwright::control_plane::catalog::resign_timestamp(
+            &repository,
+            key,
+            &args.timestamp_expires,
+        )
+        .await?;
+        tokio::spawn(stackwright::control_plane::catalog::keep_timestamp_fresh(
+            repository,
+            key.clone(),
+            args.timestamp_expires.clone(),
+            period,
+        ));
+    }
     let server = Server::bind(ServerSettings {
         listen: args.listen,
         releases: args.releases,

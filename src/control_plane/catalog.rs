@@ -10,6 +10,7 @@ use semver::Version;
 use super::api::{OfferedRelease, ReleaseStatus};
 use super::store::Rollout;
 use super::wave::in_wave;
+use crate::release::signing::{self, SigningError};
 use crate::release::{ManifestError, ReleaseManifest};
 
 /// A release the server knows of.
@@ -151,6 +152,46 @@ impl Snapshot {
     /// Every release with its rollout, oldest first.
     pub fn statuses(&self) -> &[ReleaseStatus] {
         &self.statuses
+    }
+}
+
+/// Re-signs the timestamp of the repository at `repository` with `key`, valid for `lifetime`
+/// (such as `1d`); returns how long to wait before the next signing: half the lifetime.
+pub async fn resign_timestamp(
+    repository: &Path,
+    key: &Path,
+    lifetime: &str,
+) -> Result<std::time::Duration, SigningError> {
+    let now = jiff::Timestamp::now();
+    let expires = signing::expiry(now, lifetime)?;
+    let summary = signing::resign_timestamp(repository, key, expires).await?;
+    tracing::info!(
+        version = summary.version,
+        expires = %summary.expires,
+        "timestamp re-signed"
+    );
+    let remaining = expires.duration_since(now).unsigned_abs();
+    Ok((remaining / 2).max(std::time::Duration::from_secs(1)))
+}
+
+/// Keeps re-signing, every `period` and then every half of the lifetime, as a vendor's release
+/// service does; a failed signing is logged and tried again a minute later, while the timestamp
+/// served is still valid.
+pub async fn keep_timestamp_fresh(
+    repository: PathBuf,
+    key: PathBuf,
+    lifetime: String,
+    mut period: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(period).await;
+        period = match resign_timestamp(&repository, &key, &lifetime).await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(%error, "cannot re-sign the timestamp; trying again in a minute");
+                std::time::Duration::from_secs(60)
+            }
+        };
     }
 }
 
