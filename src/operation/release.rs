@@ -56,20 +56,13 @@ pub async fn load_release(
         Ok(version) if !path.exists() => version,
         _ => return Ok(ReleaseManifest::load(path)?),
     };
-    let repository = match (&settings.repository, config) {
-        (Some(repository), _) => repository.clone(),
-        (None, Some(config)) => format!(
-            "{}/repository/",
-            config.control_plane.url.trim_end_matches('/')
-        ),
-        (None, None) => {
-            return Err(Error::Usage {
-                message: format!(
-                    "release {version} is a version, and no release repository is set to find it in"
-                ),
-                hint: "set STACKWRIGHT_RELEASE_REPOSITORY to the vendor's release repository, or pass the manifest's path".into(),
-            });
-        }
+    let Some(repository) = pinned_repository(settings, config) else {
+        return Err(Error::Usage {
+            message: format!(
+                "release {version} is a version, and no release repository is set to find it in"
+            ),
+            hint: "set STACKWRIGHT_RELEASE_REPOSITORY to the vendor's release repository, or pass the manifest's path".into(),
+        });
     };
     let source: RepositorySource = repository.parse()?;
     let trusted_root = settings.trusted_root()?;
@@ -82,6 +75,69 @@ pub async fn load_release(
     )
     .await?;
     Ok(verified.manifest)
+}
+
+/// The one release repository this instance reads releases from: `STACKWRIGHT_RELEASE_REPOSITORY`,
+/// else the configuration's `release.repository`, else the control plane's own
+/// `<control_plane.url>/repository/`.
+pub fn pinned_repository(
+    settings: &ReleaseSettings,
+    config: Option<&ConfigFile>,
+) -> Option<String> {
+    settings
+        .repository
+        .clone()
+        .or_else(|| config.and_then(|config| config.release.repository.clone()))
+        .or_else(|| {
+            config.map(|config| {
+                format!(
+                    "{}/repository/",
+                    config.control_plane.url.trim_end_matches('/')
+                )
+            })
+        })
+}
+
+/// The repository an update offer names, when it lies within the pinned one (same scheme,
+/// host and port, and a path below the pinned path); refused otherwise, naming both.
+pub fn offered_repository(pinned: &str, offered: &str) -> Result<RepositorySource, Error> {
+    let pinned_source: RepositorySource = pinned.parse()?;
+    let offered_source: RepositorySource = offered.parse()?;
+    if within(&pinned_source, &offered_source) {
+        return Ok(offered_source);
+    }
+    Err(Error::Usage {
+        message: format!(
+            "the control plane offers releases from {offered}, but this instance reads releases only from {pinned}: refusing the offer"
+        ),
+        hint: format!(
+            "if the vendor has moved its release repository, set release.repository = \"{offered}\" in the configuration (or STACKWRIGHT_RELEASE_REPOSITORY) and run again; otherwise the offer did not come from the vendor's repository: leave the setting and report it"
+        ),
+    })
+}
+
+/// Whether `offered` is `pinned` or below it.
+fn within(pinned: &RepositorySource, offered: &RepositorySource) -> bool {
+    match (pinned, offered) {
+        (RepositorySource::Directory(pinned), RepositorySource::Directory(offered)) => {
+            let absolute = |path: &Path| std::path::absolute(path).ok();
+            matches!((absolute(pinned), absolute(offered)), (Some(pinned), Some(offered)) if offered.starts_with(&pinned))
+        }
+        (RepositorySource::Url(pinned), RepositorySource::Url(offered)) => {
+            let directory = |path: &str| {
+                if path.ends_with('/') {
+                    path.to_owned()
+                } else {
+                    format!("{path}/")
+                }
+            };
+            pinned.scheme() == offered.scheme()
+                && pinned.host_str() == offered.host_str()
+                && pinned.port_or_known_default() == offered.port_or_known_default()
+                && directory(offered.path()).starts_with(&directory(pinned.path()))
+        }
+        _ => false,
+    }
 }
 
 /// The release `release` names, or by default the one the control plane offers.
@@ -145,4 +201,37 @@ pub async fn offered_release<D: StackDeployer, S: StateStore>(
         channel: config.release.channel.clone(),
     });
     Ok(newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_is_accepted_only_within_the_pinned_repository() {
+        let pinned = "https://releases.example.com/stackwright/";
+        for accepted in [
+            "https://releases.example.com/stackwright/",
+            "https://releases.example.com/stackwright",
+            "https://releases.example.com:443/stackwright/stable/",
+        ] {
+            assert!(offered_repository(pinned, accepted).is_ok(), "{accepted}");
+        }
+        for refused in [
+            "https://mirror.example.net/stackwright/",
+            "https://releases.example.com:8443/stackwright/",
+            "https://releases.example.com/stackwright-old/",
+            "https://releases.example.com/",
+            "s3://releases.example.com/stackwright/",
+            "http://127.0.0.1:8470/repository/",
+        ] {
+            let error = offered_repository(pinned, refused).unwrap_err().to_string();
+            assert!(
+                error.contains(refused) && error.contains(pinned),
+                "{refused}: {error}"
+            );
+        }
+        assert!(offered_repository("s3://vendor/stable", "s3://vendor/stable/").is_ok());
+        assert!(offered_repository("s3://vendor/stable", "s3://other/stable/").is_err());
+    }
 }
