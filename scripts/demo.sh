@@ -12,8 +12,11 @@ cd "$root"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
+# The cargo features the demo's binaries are built with, in one place.
+features=()
+
 step "Building stackwright"
-cargo build --release --quiet
+cargo build --release --quiet "${features[@]}"
 export PATH="$root/target/release:$PATH"
 # The local services run this build's control plane and release tool, not a second debug build.
 export STACKWRIGHT_BIN_DIR="$root/target/release"
