@@ -91,6 +91,9 @@ struct ServeArgs {
     /// How installers reach this server (default: https://LISTEN, or http://LISTEN with --plain-http)
     #[arg(long, value_name = "URL")]
     public_url: Option<url::Url>,
+    /// Where offers say the signed release repository is (default: PUBLIC_URL/repository/, served here)
+    #[arg(long, value_name = "URL")]
+    repository_url: Option<String>,
     /// PEM file of the server's certificate chain, for HTTPS
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -261,6 +264,7 @@ async fn run_server(args: ServeArgs) -> Result<(), Failure> {
         releases: args.releases,
         database: args.database,
         public_url: args.public_url,
+        repository_url: args.repository_url,
         tls: args
             .tls_cert
             .zip(args.tls_key)

@@ -55,6 +55,9 @@ pub struct ServerSettings {
     /// How installers reach this server, for the repository's URL and the tokens' issuer;
     /// `https://<listen address>` (or `http://` with `plain_http`) when absent.
     pub public_url: Option<Url>,
+    /// Where offers say the signed repository is (a vendor that publishes to a CDN or an S3
+    /// bucket names it here); `<public URL>/repository/`, which this server serves, when absent.
+    pub repository_url: Option<String>,
     /// The certificate and key to serve HTTPS with.
     pub tls: Option<TlsFiles>,
     /// Serve plain HTTP instead: only when asked, and only on a loopback address.
@@ -227,7 +230,9 @@ impl Server {
 
         let rollouts = store.rollouts()?;
         let snapshot = Snapshot::build(&releases, &rollouts);
-        let repository_url = format!("{}repository/", url_with_slash(&url));
+        let repository_url = settings
+            .repository_url
+            .unwrap_or_else(|| format!("{}repository/", url_with_slash(&url)));
         let state = Arc::new(AppState {
             store,
             tokens,
