@@ -171,9 +171,42 @@ pub fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<
         {
             return Some(describe_certificate(problem));
         }
+        // Some layers box the error in a way that hides its type from `downcast_ref`; rustls's
+        // own text is the same in every case.
+        if let Some(problem) = error
+            .to_string()
+            .split_once("invalid peer certificate: ")
+            .map(|(_, problem)| describe_certificate_text(problem))
+        {
+            return Some(problem);
+        }
         current = error.source();
     }
     None
+}
+
+fn describe_certificate_text(problem: &str) -> String {
+    let known = [
+        ("UnknownIssuer", rustls::CertificateError::UnknownIssuer),
+        ("expired", rustls::CertificateError::Expired),
+        ("Expired", rustls::CertificateError::Expired),
+        ("not valid yet", rustls::CertificateError::NotValidYet),
+        ("NotValidYet", rustls::CertificateError::NotValidYet),
+        (
+            "not valid for name",
+            rustls::CertificateError::NotValidForName,
+        ),
+        ("NotValidForName", rustls::CertificateError::NotValidForName),
+        ("BadSignature", rustls::CertificateError::BadSignature),
+        ("Revoked", rustls::CertificateError::Revoked),
+    ];
+    known
+        .into_iter()
+        .find(|(name, _)| problem.contains(name))
+        .map_or_else(
+            || format!("the server's certificate is refused ({problem})"),
+            |(_, problem)| describe_certificate(&problem),
+        )
 }
 
 fn describe_certificate(problem: &rustls::CertificateError) -> String {
@@ -230,6 +263,30 @@ mod tests {
         assert!(error.reason.contains("no certificate"), "{error}");
         let missing = ExtraRoots::load(&directory.path().join("missing.pem")).unwrap_err();
         assert!(missing.to_string().contains("missing.pem"), "{missing}");
+    }
+
+    #[test]
+    fn a_refused_certificate_is_described_however_it_is_wrapped() {
+        let rustls_error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_error.clone());
+        let boxed: Box<dyn std::error::Error + Send + Sync> =
+            Box::new(std::io::Error::other(rustls_error.to_string()));
+        for error in [
+            &rustls_error as &(dyn std::error::Error + 'static),
+            &wrapped,
+            boxed.as_ref(),
+        ] {
+            assert!(
+                certificate_problem(error)
+                    .is_some_and(|problem| problem.contains("unknown issuer")),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            certificate_problem(&std::io::Error::other("connection refused")),
+            None
+        );
     }
 
     #[test]

@@ -106,14 +106,11 @@ pub fn offered_repository(pinned: &str, offered: &str) -> Result<RepositorySourc
     if within(&pinned_source, &offered_source) {
         return Ok(offered_source);
     }
-    Err(Error::Usage {
-        message: format!(
-            "the control plane offers releases from {offered}, but this instance reads releases only from {pinned}: refusing the offer"
-        ),
-        hint: format!(
-            "if the vendor has moved its release repository, set release.repository = \"{offered}\" in the configuration (or STACKWRIGHT_RELEASE_REPOSITORY) and run again; otherwise the offer did not come from the vendor's repository: leave the setting and report it"
-        ),
-    })
+    Err(release::TrustError::OtherRepository {
+        offered: offered.to_owned(),
+        pinned: pinned.to_owned(),
+    }
+    .into())
 }
 
 /// Whether `offered` is `pinned` or below it.

@@ -216,6 +216,10 @@ pub enum TrustError {
     TrustedRoot { reason: String },
     #[error("cannot read the release repository {repository}: {reason}")]
     Unreachable { repository: String, reason: String },
+    #[error(
+        "the control plane offers releases from {offered}, but this instance reads releases only from {pinned}: refusing the offer"
+    )]
+    OtherRepository { offered: String, pinned: String },
     #[error("cannot read the release repository {repository}: {problem} ({url})")]
     Certificate {
         repository: String,
@@ -296,6 +300,11 @@ impl TrustError {
                 "check the path or URL and that this machine reaches it (an s3:// repository with the AWS credentials and region in use); a repository holds metadata/timestamp.json"
             }
             TrustError::Certificate { .. } => return Some(crate::tls::certificate_hint()),
+            TrustError::OtherRepository { offered, .. } => {
+                return Some(format!(
+                    "if the vendor has moved its release repository, set release.repository = \"{offered}\" in the configuration (or STACKWRIGHT_RELEASE_REPOSITORY) and run again; otherwise the offer did not come from the vendor's repository: leave the setting and report it"
+                ));
+            }
             TrustError::Tampered { .. }
             | TrustError::UntrustedSignature { .. }
             | TrustError::ThresholdNotMet { .. } => {

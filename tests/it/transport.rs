@@ -9,7 +9,11 @@ use crate::common::{run, stackwright, tls};
 #[test]
 fn a_release_is_verified_over_https_from_the_control_plane_with_the_local_ca() {
     let server = Server::start(None);
-    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
     let repository = format!("{}repository/", server.url);
     let directory = tempfile::tempdir().expect("a temporary directory");
 
@@ -61,19 +65,27 @@ fn a_client_without_the_local_ca_is_refused_naming_the_certificate_problem_and_t
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("error: the control plane at {} cannot be trusted for the", server.url))
-            && stderr.contains("unknown issuer"),
+        stderr.contains(&format!(
+            "error: the control plane at {} cannot be trusted for the",
+            server.url
+        )) && stderr.contains("unknown issuer"),
         "{stderr}"
     );
-    assert!(stderr.contains("set STACKWRIGHT_CA_BUNDLE to its path"), "{stderr}");
+    assert!(
+        stderr.contains("set STACKWRIGHT_CA_BUNDLE to its path"),
+        "{stderr}"
+    );
 
     // A bundle that is not a certificate is named as such, not silently ignored.
     let bogus = directory.path().join("bundle.pem");
     std::fs::write(&bogus, "not a certificate\n").expect("the file is written");
     let (code, _, stderr) = run(
-        stackwright()
-            .env("STACKWRIGHT_CA_BUNDLE", &bogus)
-            .args(["release", "verify", "--repository", &repository]),
+        stackwright().env("STACKWRIGHT_CA_BUNDLE", &bogus).args([
+            "release",
+            "verify",
+            "--repository",
+            &repository,
+        ]),
         directory.path(),
     );
     assert_eq!(code, 1, "{stderr}");
@@ -114,7 +126,9 @@ fn the_control_plane_serves_plain_http_only_when_asked_and_only_on_loopback() {
     let (code, stderr) = serve(&["--listen", "0.0.0.0:0", "--plain-http"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("error: plain HTTP is served only on a loopback address, and 0.0.0.0:0 is not one"),
+        stderr.contains(
+            "error: plain HTTP is served only on a loopback address, and 0.0.0.0:0 is not one"
+        ),
         "{stderr}"
     );
 }
