@@ -7,6 +7,10 @@
 //! shares the machine: it runs on one thread, keeps one HTTP/1.1 connection per simulated
 //! client, and sends each instance's own token on its own path, rotating through the fleet.
 //!
+//! The server speaks HTTPS, as a vendor's does, with a certificate for 127.0.0.1 from a CA the
+//! benchmark makes for itself (rcgen); each load-generating connection does one TLS handshake
+//! and then keeps it alive, so the figures include TLS on every request.
+//!
 //! Two phases: the first check of every token (its Ed25519 signature verified), then the steady
 //! state (tokens remembered once verified) for a fixed time. Settings through the environment:
 //! `BENCH_INSTANCES` (2000), `BENCH_CONNECTIONS` (32), `BENCH_SECONDS` (10).
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 use stackwright::control_plane::api::{RegistrationTokenRequest, RolloutRequest};
 use stackwright::control_plane::operator::AdminClient;
 use stackwright::control_plane::{ControlPlane, HttpControlPlane, RegisterRequest};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -83,7 +88,10 @@ impl Tally {
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length; returns its status.
-async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<u16> {
+async fn read_response(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<u16> {
     buffer.clear();
     let mut chunk = [0u8; 4096];
     loop {
@@ -124,11 +132,14 @@ async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io:
 /// once through them when `until` is `None`.
 async fn client(
     address: std::net::SocketAddr,
+    tls: tokio_rustls::TlsConnector,
     checks: Vec<Check>,
     until: Option<Instant>,
 ) -> std::io::Result<Tally> {
-    let mut stream = TcpStream::connect(address).await?;
+    let stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+    let mut stream = tls.connect(name, stream).await?;
     let mut tally = Tally::default();
     let mut buffer = Vec::with_capacity(4096);
     let mut index = 0;
@@ -153,6 +164,7 @@ async fn client(
 
 async fn phase(
     address: std::net::SocketAddr,
+    tls: &tokio_rustls::TlsConnector,
     shares: &[Vec<(String, String)>],
     until: Option<Instant>,
 ) -> (Tally, Duration) {
@@ -168,7 +180,7 @@ async fn phase(
                 .into_bytes(),
             })
             .collect();
-        tasks.push(tokio::spawn(client(address, checks, until)));
+        tasks.push(tokio::spawn(client(address, tls.clone(), checks, until)));
     }
     let mut tally = Tally::default();
     for task in tasks {
@@ -187,13 +199,45 @@ async fn phase(
     (tally, started.elapsed())
 }
 
+/// A CA and a certificate for 127.0.0.1 it signed, as PEM files in `directory`: the CA's, the
+/// server's certificate and its key.
+fn certificates(directory: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_certificate = ca_params.self_signed(&ca_key).expect("the CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("a server key");
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server parameters")
+        .signed_by(&server_key, &issuer)
+        .expect("the server certificate");
+    let paths = (
+        directory.join("ca.pem"),
+        directory.join("server.pem"),
+        directory.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca_certificate.pem()).expect("the CA is written");
+    std::fs::write(&paths.1, server.pem()).expect("the certificate is written");
+    std::fs::write(&paths.2, server_key.serialize_pem()).expect("the key is written");
+    paths
+}
+
 fn main() {
     let instances = setting("BENCH_INSTANCES", 2000);
     let connections = setting("BENCH_CONNECTIONS", 32).min(instances);
     let seconds = setting("BENCH_SECONDS", 10);
     let directory = tempfile::tempdir().expect("a temporary directory");
+    let (ca, certificate, key) = certificates(directory.path());
+    // The library's clients (registration, rollouts) trust the CA as the installer would.
+    // SAFETY: no other thread runs yet.
+    unsafe { std::env::set_var("STACKWRIGHT_CA_BUNDLE", &ca) };
     let mut child = Command::new(env!("CARGO_BIN_EXE_stackwright-control-plane"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--releases"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&certificate)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--releases")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests"))
         .arg("--database")
         .arg(directory.path().join("control-plane.sqlite"))
@@ -214,7 +258,7 @@ fn main() {
         .expect("a URL")
         .to_owned();
     let address: std::net::SocketAddr = url
-        .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/')
         .parse()
         .expect("a socket address");
@@ -268,10 +312,16 @@ fn main() {
             registered_in.as_secs_f64()
         );
 
-        let (mut first, elapsed) = phase(address, &shares, None).await;
+        let tls = tokio_rustls::TlsConnector::from(
+            stackwright::tls::ExtraRoots::load(&ca)
+                .expect("the CA loads")
+                .rustls_config()
+                .expect("a TLS client configuration"),
+        );
+        let (mut first, elapsed) = phase(address, &tls, &shares, None).await;
         first.print("first check of each token (verified)", elapsed);
         let until = Instant::now() + Duration::from_secs(seconds.try_into().unwrap_or(10));
-        let (mut steady, elapsed) = phase(address, &shares, Some(until)).await;
+        let (mut steady, elapsed) = phase(address, &tls, &shares, Some(until)).await;
         let (rate, p99) = steady.print("steady state (verified tokens remembered)", elapsed);
         let met = rate >= TARGET_PER_SECOND && p99 < TARGET_P99 && steady.errors == 0;
         println!(

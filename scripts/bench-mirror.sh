@@ -19,13 +19,15 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
+# The cargo features the release binaries are built with, in one place.
+read -r -a cargo_features <<<"${STACKWRIGHT_CARGO_FEATURES:-}"
 images=${IMAGES:-12}
 jobs=${JOBS:-8}
 
 # BENCH_SKIP_BUILD=1 measures the release binaries already built.
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   echo "bench: building release binaries"
-  cargo build --quiet --release --bins
+  cargo build --quiet --release --bins "${cargo_features[@]}"
 fi
 # The local services run the same release binaries.
 STACKWRIGHT_BIN_DIR="$root/target/release" scripts/dev-env.sh up >/dev/null
@@ -38,6 +40,11 @@ customer=$STACKWRIGHT_CUSTOMER_REGISTRY
 auth=$REGISTRY_AUTH_FILE
 work=$root/target/bench-mirror
 mkdir -p "$work"
+# Every tool speaks HTTPS to the registries and verifies them against the local CA: ours
+# through STACKWRIGHT_CA_BUNDLE (env.sh), skopeo through a certificate directory.
+certs=$work/certs
+mkdir -p "$certs"
+cp "$STACKWRIGHT_CA_BUNDLE" "$certs/ca.crt"
 run_id=$(date +%s)
 
 now() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
@@ -77,13 +84,14 @@ row() { # LABEL
     "$(awk -v k="$last_rss_kib" 'BEGIN { printf "%.1f", k / 1024 }')"
 }
 
-skopeo_tls=(--src-tls-verify=false --dest-tls-verify=false --authfile "$auth")
+skopeo_tls=(--src-cert-dir "$certs" --dest-cert-dir "$certs" --authfile "$auth")
 
 # sync_yaml TAG FILE: the release's images as skopeo sync's YAML source.
 sync_yaml() {
   {
     echo "$vendor:"
-    echo "  tls-verify: false"
+    echo "  tls-verify: true"
+    echo "  cert-dir: $certs"
     echo "  images:"
     for ((number = 0; number < images; number++)); do
       printf '    bench/release/image-%02d: ["%s"]\n' "$number" "$1"
@@ -103,12 +111,12 @@ done
 EOF
 
 echo "bench: pushing the synthetic releases to the vendor registry (seeded; a second run finds them there)"
-"$tool" synthetic --push-to "$vendor" --plain-http --prefix bench/release --images "$images" \
+"$tool" synthetic --push-to "$vendor" --prefix bench/release --images "$images" \
   --tag 1 --list "$work/release-1.txt" >/dev/null
-"$tool" synthetic --push-to "$vendor" --plain-http --prefix bench/release --images "$images" \
+"$tool" synthetic --push-to "$vendor" --prefix bench/release --images "$images" \
   --tag 2 --change-every 3 --generation 2 --list "$work/release-2.txt" >"$work/release-2.digests"
 changed_bytes=$(awk '/^# changed bytes/ { print $4 }' "$work/release-2.digests")
-"$tool" synthetic --push-to "$vendor" --plain-http --prefix bench/big --images 1 --base-mib 1024 \
+"$tool" synthetic --push-to "$vendor" --prefix bench/big --images 1 --base-mib 1024 \
   --own-mib 0 --tag 1 --list "$work/big.txt" >/dev/null
 sync_yaml 1 "$work/sync-1.yaml"
 sync_yaml 2 "$work/sync-2.yaml"
@@ -117,10 +125,10 @@ ours=run$run_id-stackwright
 each=run$run_id-skopeo-copy
 sync=run$run_id-skopeo-sync
 mirror_args() { # LIST NAMESPACE
-  echo --output json mirror --images "$1" --from "$vendor/bench/release" --to "$customer/$2" --plain-http --jobs "$jobs"
+  echo --output json mirror --images "$1" --from "$vendor/bench/release" --to "$customer/$2" --jobs "$jobs"
 }
 skopeo_sync=(skopeo sync --all --preserve-digests --src yaml --dest docker --src-authfile "$auth"
-  --dest-authfile "$auth" --dest-tls-verify=false)
+  --dest-authfile "$auth" --dest-cert-dir "$certs")
 bytes_of() { sed -n 's/.*"bytes_copied": *\([0-9]*\).*/\1/p' "$work/$1.out"; }
 
 echo
@@ -165,7 +173,7 @@ echo "  time, stackwright / skopeo sync: $(ratio "$noop_ours_ms" "$last_ms")"
 echo
 echo "Peak memory copying one image with a single 1 GiB layer"
 measure big-stackwright "$stackwright" --output json mirror --images "$work/big.txt" \
-  --from "$vendor/bench/big" --to "$customer/run$run_id-big-stackwright" --plain-http --jobs "$jobs"
+  --from "$vendor/bench/big" --to "$customer/run$run_id-big-stackwright" --jobs "$jobs"
 big_ours_rss=$last_rss_kib
 row "stackwright mirror --images"
 measure big-skopeo skopeo copy --all --preserve-digests --quiet "${skopeo_tls[@]}" \

@@ -12,9 +12,12 @@ cd "$root"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
+# The cargo features the demo's binaries are built with, in one place: a development build, which
+# trusts the development root that signs the example releases.
+features=(--features dev-root)
+
 step "Building stackwright"
-# A development build: it trusts the development root that signs the example releases.
-cargo build --release --quiet --features dev-root
+cargo build --release --quiet "${features[@]}"
 export PATH="$root/target/release:$PATH"
 # The local services run this build's control plane and release tool, not a second debug build.
 export STACKWRIGHT_BIN_DIR="$root/target/release"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The local services the tests and the demo run against, started in the background on free
-# ports of 127.0.0.1 and nothing else: moto, the AWS emulator, and two Docker Distribution
-# registries (the vendor's and the customer's, with htpasswd logins).
+# ports of 127.0.0.1 and nothing else: moto, the AWS emulator, two Docker Distribution
+# registries (the vendor's and the customer's, with htpasswd logins) and the reference control
+# plane. The registries and the control plane serve HTTPS with a certificate for 127.0.0.1 and
+# localhost from a local CA made at the first `up` (target/dev-env/tls/); env.sh points
+# STACKWRIGHT_CA_BUNDLE at the CA, as a customer behind a TLS-inspecting proxy would.
 #
 #   scripts/dev-env.sh up       install the tools if needed (scripts/dev-tools.sh), start what is
 #                               not running, write target/dev-env/env.sh; safe to run again
@@ -14,6 +17,9 @@
 # STACKWRIGHT_BIN_DIR, when set, names a directory holding this project's binaries already built
 # (the test suite and the demo build first); otherwise `up` builds what it runs.
 #
+# STACKWRIGHT_CARGO_FEATURES, when set, replaces the cargo features the binaries are built with
+# when `up` builds them (default: --all-features).
+#
 # State lives in target/dev-env/: NAME.pid, NAME.log and NAME.info (port, readiness URL, and
 # the program name used to make sure a PID still belongs to the service) for each service.
 # A service is one `start_NAME` function calling `start_service`, plus an optional `env_NAME`
@@ -25,6 +31,9 @@ cd "$root"
 state="$root/target/dev-env"
 venv="$root/.venv"
 env_file="$state/env.sh"
+tls_dir="$state/tls"
+# The cargo features this script builds the project's binaries with, in one place.
+read -r -a cargo_features <<<"${STACKWRIGHT_CARGO_FEATURES:---all-features}"
 # Seconds a service may take to answer its readiness URL after it starts.
 ready_timeout="${DEV_ENV_READY_TIMEOUT:-30}"
 # Start order; `down` stops them in reverse.
@@ -46,8 +55,56 @@ elapsed() { # START_MS -> "1.2 s"
   printf '%d.%d s' $((ms / 1000)) $((ms % 1000 / 100))
 }
 
-# HTTP to our own services only: never through a proxy, short timeouts.
-http_ok() { curl --noproxy '*' -fsS -o /dev/null --connect-timeout 2 --max-time 5 "$1" 2>/dev/null; }
+# HTTP(S) to our own services only: never through a proxy, short timeouts, the local CA trusted.
+http_ok() {
+  local ca=()
+  [ -s "$tls_dir/ca.pem" ] && ca=(--cacert "$tls_dir/ca.pem")
+  curl --noproxy '*' -fsS -o /dev/null --connect-timeout 2 --max-time 5 "${ca[@]}" "$1" 2>/dev/null
+}
+
+# --- tls: a local CA and a certificate for 127.0.0.1 and localhost ---------------------------
+# Made once with the openssl command line and kept, so that a sourced env.sh and running
+# services stay valid across `up`; remade when the certificate is about to expire. The keys
+# stay in target/dev-env/tls/ (mode 0600). Delete the directory for new ones.
+
+make_tls() {
+  if [ -s "$tls_dir/ca.pem" ] && [ -s "$tls_dir/server.pem" ] && [ -s "$tls_dir/server.key" ] &&
+    openssl x509 -checkend 86400 -noout -in "$tls_dir/server.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  if ! command -v openssl >/dev/null 2>&1; then
+    err "tls: the openssl command is missing (Debian package openssl; scripts/dev-tools.sh installs it)"
+    return 1
+  fi
+  mkdir -p "$tls_dir"
+  (
+    umask 077
+    cd "$tls_dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=stackwright local development CA" \
+      -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile server.ext -out server.pem 2>/dev/null
+    rm -f server.csr server.ext ca.srl
+    chmod 644 ca.pem server.pem
+  ) || {
+    err "tls: cannot make the local CA and certificate in $tls_dir"
+    return 1
+  }
+  say "tls: made a local CA and a certificate for 127.0.0.1 and localhost in ${tls_dir#"$root"/}"
+}
+
+env_tls() {
+  echo "export STACKWRIGHT_CA_BUNDLE=$tls_dir/ca.pem"
+  echo "export STACKWRIGHT_DEV_TLS_CERT=$tls_dir/server.pem"
+  echo "export STACKWRIGHT_DEV_TLS_KEY=$tls_dir/server.key"
+}
 
 # A free TCP port of 127.0.0.1, the one given if it is free (to keep a sourced env.sh valid
 # across a restart), else one the OS picks.
@@ -74,6 +131,8 @@ alive() {
 }
 
 pid_file() { echo "$state/$1.pid"; }
+# scheme://127.0.0.1:port of a service whose info was just read (moto speaks plain HTTP).
+service_origin() { echo "${svc_url%%://*}://127.0.0.1:$svc_port"; }
 log_file() { echo "$state/$1.log"; }
 info_file() { echo "$state/$1.info"; }
 
@@ -210,7 +269,7 @@ start_service() {
 ensure() {
   local name=$1
   if running "$name"; then
-    say "$name: already running on http://127.0.0.1:$svc_port (pid $svc_pid)"
+    say "$name: already running on $(service_origin "$name") (pid $svc_pid)"
     return 0
   fi
   if live_pid "$name"; then
@@ -310,14 +369,17 @@ storage:
 http:
   addr: 127.0.0.1:$port
   secret: $(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')
+  tls:
+    certificate: $tls_dir/server.pem
+    key: $tls_dir/server.key
 auth:
   htpasswd:
     realm: stackwright-dev
     path: $dir/htpasswd
 EOF
   )
-  start_service "$name" "$port" "http://127.0.0.1:$port/" docker-registry serve "$dir/config.yml" || return 1
-  say "$name: started on http://127.0.0.1:$port (pid $(<"$(pid_file "$name")"), ready in $svc_started_in)"
+  start_service "$name" "$port" "https://127.0.0.1:$port/" docker-registry serve "$dir/config.yml" || return 1
+  say "$name: started on https://127.0.0.1:$port (pid $(<"$(pid_file "$name")"), ready in $svc_started_in)"
 }
 
 start_vendor-registry() { start_registry vendor-registry "${1:-}"; }
@@ -353,13 +415,15 @@ env_customer-registry() {
   cat <<EOF
 export STACKWRIGHT_CUSTOMER_REGISTRY=127.0.0.1:$port
 export STACKWRIGHT_CUSTOMER_REGISTRY_STORAGE=$state/customer-registry/storage
-export STACKWRIGHT_REGISTRY_OVERRIDES=111122223333.dkr.ecr.us-east-1.amazonaws.com=http://127.0.0.1:$vendor_port,123456789012.dkr.ecr.us-east-1.amazonaws.com=http://127.0.0.1:$port
+export STACKWRIGHT_REGISTRY_OVERRIDES=111122223333.dkr.ecr.us-east-1.amazonaws.com=127.0.0.1:$vendor_port,123456789012.dkr.ecr.us-east-1.amazonaws.com=127.0.0.1:$port
 EOF
 }
 
 # --- control-plane: the reference control plane ---------------------------------------------
-# Built from this repository (or taken from STACKWRIGHT_BIN_DIR), serving the releases and the signed
-# repository in manifests/. Its database, signing key and admin credential (mode 0600) live in
+# Built from this repository (or taken from STACKWRIGHT_BIN_DIR), serving a copy of the releases
+# and the signed repository in manifests/ (target/dev-env/control-plane/catalog/), whose timestamp
+# it re-signs with the development timestamp key for a day at a time, as a vendor's release
+# service does. Its database, signing key and admin credential (mode 0600) live in
 # target/dev-env/control-plane/; the credential is new at every start.
 
 # Prints the path of one of this project's binaries. With STACKWRIGHT_BIN_DIR set (the test
@@ -376,7 +440,7 @@ project_binary() {
     return 0
   fi
   say "building $name (a first run compiles the project: minutes)" >&2
-  if ! cargo build --quiet --all-features --bin "$name"; then
+  if ! cargo build --quiet "${cargo_features[@]}" --bin "$name"; then
     err "cannot build $name"
     return 1
   fi
@@ -390,15 +454,19 @@ start_control-plane() {
   mkdir -p "$dir"
   local bin
   bin=$(project_binary stackwright-control-plane) || return 1
-  start_service control-plane "$port" "http://127.0.0.1:$port/healthz" \
-    "$bin" serve --listen "127.0.0.1:$port" \
-    --releases "$root/manifests" --database "$dir/control-plane.sqlite" || return 1
-  say "control-plane: started on http://127.0.0.1:$port (pid $(<"$(pid_file control-plane)"), ready in $svc_started_in)"
+  rm -rf "$dir/catalog"
+  mkdir -p "$dir/catalog"
+  cp -R "$root/manifests/releases" "$root/manifests/repository" "$dir/catalog/"
+  start_service control-plane "$port" "https://127.0.0.1:$port/healthz" \
+    "$bin" serve --listen "127.0.0.1:$port" --tls-cert "$tls_dir/server.pem" --tls-key "$tls_dir/server.key" \
+    --releases "$dir/catalog" --timestamp-key "$root/manifests/dev-keys/timestamp.pem" \
+    --database "$dir/control-plane.sqlite" || return 1
+  say "control-plane: started on https://127.0.0.1:$port (pid $(<"$(pid_file control-plane)"), ready in $svc_started_in)"
 }
 
 env_control-plane() {
   cat <<EOF
-export STACKWRIGHT_CONTROL_PLANE_URL=http://127.0.0.1:$1/
+export STACKWRIGHT_CONTROL_PLANE_URL=https://127.0.0.1:$1/
 export STACKWRIGHT_CONTROL_PLANE_ADMIN_TOKEN_FILE=$state/control-plane/admin-token
 EOF
 }
@@ -410,6 +478,7 @@ write_env() {
   tmp="$env_file.tmp"
   {
     echo "# Written by scripts/dev-env.sh up: points the AWS SDK and the tests at the local services."
+    env_tls
     for name in "${SERVICES[@]}"; do
       if declare -F "env_$name" >/dev/null && read_info "$name"; then
         "env_$name" "$svc_port"
@@ -440,6 +509,7 @@ cmd_up() {
   start=$(now_ms)
   scripts/dev-tools.sh
   say "tools ready in $(elapsed "$start")"
+  make_tls
   for name in "${SERVICES[@]}"; do
     ensure "$name"
   done
@@ -452,7 +522,7 @@ cmd_up() {
   echo
   for name in "${SERVICES[@]}"; do
     read_info "$name"
-    say "$name runs on http://127.0.0.1:$svc_port, log target/dev-env/$name.log"
+    say "$name runs on $(service_origin "$name"), log target/dev-env/$name.log"
   done
   say "to use it: source target/dev-env/env.sh   (or: source \"\$(scripts/dev-env.sh env)\")"
   say "reset moto: scripts/dev-env.sh reset; stop everything: scripts/dev-env.sh down"
@@ -472,7 +542,7 @@ cmd_status() {
   for name in "${SERVICES[@]}"; do
     if live_pid "$name"; then
       if http_ok "$svc_url"; then
-        say "$name: running on http://127.0.0.1:$svc_port (pid $svc_pid, log target/dev-env/$name.log)"
+        say "$name: running on $(service_origin "$name") (pid $svc_pid, log target/dev-env/$name.log)"
       else
         say "$name: pid $svc_pid is alive but does not answer $svc_url"
         all=3
@@ -543,8 +613,8 @@ cmd_seed() {
   local port=$svc_port
   local tool
   tool=$(project_binary stackwright-release) || return 1
-  REGISTRY_AUTH_FILE="$state/registry-auth.json" "$tool" images \
-    --push-to "127.0.0.1:$port" --plain-http
+  REGISTRY_AUTH_FILE="$state/registry-auth.json" STACKWRIGHT_CA_BUNDLE="$tls_dir/ca.pem" "$tool" images \
+    --push-to "127.0.0.1:$port"
 }
 
 usage() {

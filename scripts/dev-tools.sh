@@ -50,6 +50,8 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 [ -x /usr/bin/time ] || missing+=(time)
 # strace shows the preflight test every connection the binary opens.
 command -v strace >/dev/null 2>&1 || missing+=(strace)
+# openssl makes the local environment's CA and certificate (scripts/dev-env.sh up).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "dev-tools: installing ${missing[*]} (Debian packages)"
   sudo_cmd=()

@@ -7,6 +7,10 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
+# The cargo features the tests are built with, in one place (the local services' binaries come
+# from the same build).
+features=(--all-features)
+
 scripts/dev-tools.sh
 export PATH="$root/.venv/bin:$PATH"
 
@@ -19,7 +23,7 @@ cargo clippy --all-targets --quiet -- -D warnings
 # environment runs are the binaries this build puts in target/debug (built with the tests'
 # features; a separate `cargo build` would compile every dependency a second time).
 echo "test: building the tests"
-cargo nextest run --all-features --no-run
+cargo nextest run "${features[@]}" --no-run
 export STACKWRIGHT_BIN_DIR="$root/target/debug"
 
 # Start the emulator unless it already runs, and stop it afterwards only if this run started it.
@@ -32,7 +36,7 @@ trap cleanup EXIT
 scripts/dev-env.sh up
 
 echo "test: tests"
-cargo nextest run --all-features --no-fail-fast --failure-output=final \
+cargo nextest run "${features[@]}" --no-fail-fast --failure-output=final \
   --status-level=fail --final-status-level=slow "$@"
 
 # The installer as a vendor ships it: a release build without dev-root, embedding a vendor root

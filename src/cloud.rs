@@ -1,5 +1,5 @@
-//! What every layer that talks to AWS shares: the error of a failed call, the mapping of an SDK
-//! error to it, the polling delay, and the identity the calls are made as. It imports nothing
+//! What every layer that talks to AWS shares: the SDK configuration, the error of a failed call,
+//! the mapping of an SDK error to it, the polling delay, and the identity the calls are made as. It imports nothing
 //! of the crate, so that the core's traits and the AWS adapters can both name it.
 
 use serde::Serialize;
@@ -40,6 +40,36 @@ impl DeployError {
             DeployError::NoCredentials { .. } => None,
         }
     }
+}
+
+/// The SDK configuration every AWS client of the installer starts from: the SDK's own
+/// settings (credentials, `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>`, profile files),
+/// the region and profile when given, and standard retries (3 attempts, or
+/// `STACKWRIGHT_AWS_MAX_ATTEMPTS`).
+pub async fn sdk_config(region: Option<&str>, profile: Option<&str>) -> aws_config::SdkConfig {
+    let attempts = std::env::var("STACKWRIGHT_AWS_MAX_ATTEMPTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(3);
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts));
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    if let Some(profile) = profile {
+        loader = loader.profile_name(profile);
+    }
+    loader.load().await
+}
+
+/// An S3 client, with path-style addressing when an endpoint override is set: a local emulator
+/// has no DNS for bucket subdomains.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(config);
+    if config.endpoint_url().is_some() {
+        builder = builder.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
 }
 
 /// Who the calls are made as.

@@ -121,6 +121,12 @@ pub struct ReleaseConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub pin: Option<semver::Version>,
+    /// Where the vendor publishes its signed releases: an `https://` URL or an
+    /// `s3://bucket/prefix` (plain `http://` only on a loopback address). Releases are read
+    /// only from here, and an update offer that names another repository is refused. Without
+    /// it, the control plane's own `<control_plane.url>/repository/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 impl Default for ReleaseConfig {
@@ -128,6 +134,7 @@ impl Default for ReleaseConfig {
         Self {
             channel: default_channel(),
             pin: None,
+            repository: None,
         }
     }
 }
@@ -537,6 +544,9 @@ impl ConfigFile {
             check_control_plane_url(&self.control_plane.url),
         );
         check("release.channel", check_channel(&self.release.channel));
+        if let Some(repository) = &self.release.repository {
+            check("release.repository", check_release_repository(repository));
+        }
         if let Some(window) = &self.upgrade.maintenance_window {
             check(
                 "upgrade.maintenance_window",
@@ -855,6 +865,42 @@ fn check_control_plane_url(url: &str) -> Check {
     }
 }
 
+fn check_release_repository(repository: &str) -> Check {
+    let hint = "use the address the vendor gave you, such as https://releases.example.com/stackwright/ or s3://vendor-releases/stable";
+    let Some((scheme, rest)) = repository.split_once("://") else {
+        return fail(format!("\"{repository}\" is not a URL"), hint);
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() {
+        return fail(format!("\"{repository}\" has no host or bucket"), hint);
+    }
+    let address = host
+        .strip_prefix('[')
+        .and_then(|host| host.split_once(']'))
+        .map_or_else(
+            || host.rsplit_once(':').map_or(host, |(address, _)| address),
+            |(address, _)| address,
+        );
+    match scheme {
+        "https" | "s3" => Ok(()),
+        "http"
+            if address
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback()) =>
+        {
+            Ok(())
+        }
+        "http" => fail(
+            format!("\"{repository}\" uses plain HTTP"),
+            "use https:// (plain http is accepted only on a loopback address, 127.0.0.1 or [::1])",
+        ),
+        _ => fail(
+            format!("\"{repository}\" has the unsupported scheme \"{scheme}\""),
+            hint,
+        ),
+    }
+}
+
 /// Whether a host names this machine: plain HTTP to it never leaves the machine.
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -1079,6 +1125,27 @@ channel = "stable"
         assert!(check_domain("-cde.example").is_err());
         assert!(check_domain("CDE.example").is_err());
         assert!(check_domain("10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn release_repositories_are_https_s3_or_loopback_http() {
+        for accepted in [
+            "https://releases.example.com/stackwright/",
+            "s3://vendor-releases/stable",
+            "http://127.0.0.1:8470/repository/",
+            "http://[::1]:8470/",
+        ] {
+            assert!(check_release_repository(accepted).is_ok(), "{accepted}");
+        }
+        for refused in [
+            "http://releases.example.com/",
+            "http://localhost:8470/",
+            "ftp://releases.example.com/",
+            "releases.example.com",
+            "s3:///prefix",
+        ] {
+            assert!(check_release_repository(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]

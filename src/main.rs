@@ -29,9 +29,11 @@ fn main() -> ExitCode {
 /// Logs go to stderr: warnings by default, more with each -v, any filter through
 /// `STACKWRIGHT_LOG`, and one JSON object per line with `--output json`.
 fn init_logging(verbose: u8, output: OutputFormat) {
+    // The platform's certificate verifier logs every refusal as an error of its own; the
+    // installer's error already names the certificate problem and the fix, once.
     let default = match verbose {
-        0 => "warn",
-        1 => "stackwright=info,warn",
+        0 => "warn,rustls_platform_verifier=off",
+        1 => "stackwright=info,warn,rustls_platform_verifier=off",
         2 => "stackwright=debug,info",
         _ => "trace",
     };

@@ -145,6 +145,110 @@ impl ExtraRoots {
     }
 }
 
+/// The fix for a server certificate this machine does not trust, for every HTTPS client's hint.
+pub fn certificate_hint() -> String {
+    format!(
+        "if the server is meant to present this certificate (a TLS-inspecting proxy's, a private CA's, or the local environment's), put that CA's certificate in a PEM file and set {CA_BUNDLE_VARIABLE} to its path; otherwise something between here and the server is intercepting the connection"
+    )
+}
+
+/// What is wrong with the server's certificate, when `error` (or one of its causes) is a TLS
+/// certificate refusal: "invalid peer certificate: UnknownIssuer", say.
+pub fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(rustls::Error::InvalidCertificate(problem)) =
+            error.downcast_ref::<rustls::Error>()
+        {
+            return Some(describe_certificate(problem));
+        }
+        // `std::io::Error` hides the error it wraps from `source()`: look inside.
+        if let Some(inner) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(rustls::Error::InvalidCertificate(problem)) =
+                inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(describe_certificate(problem));
+        }
+        // Some layers box the error in a way that hides its type from `downcast_ref`; rustls's
+        // own text is the same in every case.
+        if let Some(problem) = error
+            .to_string()
+            .split_once("invalid peer certificate: ")
+            .map(|(_, problem)| describe_certificate_text(problem))
+        {
+            return Some(problem);
+        }
+        current = error.source();
+    }
+    None
+}
+
+fn describe_certificate_text(problem: &str) -> String {
+    let known = [
+        ("UnknownIssuer", rustls::CertificateError::UnknownIssuer),
+        ("expired", rustls::CertificateError::Expired),
+        ("Expired", rustls::CertificateError::Expired),
+        ("not valid yet", rustls::CertificateError::NotValidYet),
+        ("NotValidYet", rustls::CertificateError::NotValidYet),
+        (
+            "not valid for name",
+            rustls::CertificateError::NotValidForName,
+        ),
+        ("NotValidForName", rustls::CertificateError::NotValidForName),
+        ("BadSignature", rustls::CertificateError::BadSignature),
+        ("Revoked", rustls::CertificateError::Revoked),
+    ];
+    known
+        .into_iter()
+        .find(|(name, _)| problem.contains(name))
+        .map_or_else(
+            || format!("the server's certificate is refused ({problem})"),
+            |(_, problem)| describe_certificate(&problem),
+        )
+}
+
+fn describe_certificate(problem: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as Problem;
+    match problem {
+        Problem::UnknownIssuer => {
+            "the server's certificate is signed by a certificate authority this machine does not trust (unknown issuer)".into()
+        }
+        Problem::Expired | Problem::ExpiredContext { .. } => "the server's certificate has expired".into(),
+        Problem::NotValidYet | Problem::NotValidYetContext { .. } => {
+            "the server's certificate is not valid yet (check this machine's clock)".into()
+        }
+        Problem::NotValidForName | Problem::NotValidForNameContext { .. } => {
+            "the server's certificate does not name the host connected to".into()
+        }
+        Problem::BadSignature => "the server's certificate has a bad signature".into(),
+        Problem::Revoked => "the server's certificate is revoked".into(),
+        other => format!("the server's certificate is refused ({other:?})"),
+    }
+}
+
+/// An error and its causes in one line, with what `std::io::Error` wraps.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        current = cause.source();
+    }
+    if let Some(problem) = certificate_problem(error)
+        && !text.contains("certificate")
+    {
+        text.push_str(": ");
+        text.push_str(&problem);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +263,30 @@ mod tests {
         assert!(error.reason.contains("no certificate"), "{error}");
         let missing = ExtraRoots::load(&directory.path().join("missing.pem")).unwrap_err();
         assert!(missing.to_string().contains("missing.pem"), "{missing}");
+    }
+
+    #[test]
+    fn a_refused_certificate_is_described_however_it_is_wrapped() {
+        let rustls_error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_error.clone());
+        let boxed: Box<dyn std::error::Error + Send + Sync> =
+            Box::new(std::io::Error::other(rustls_error.to_string()));
+        for error in [
+            &rustls_error as &(dyn std::error::Error + 'static),
+            &wrapped,
+            boxed.as_ref(),
+        ] {
+            assert!(
+                certificate_problem(error)
+                    .is_some_and(|problem| problem.contains("unknown issuer")),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            certificate_problem(&std::io::Error::other("connection refused")),
+            None
+        );
     }
 
     #[test]

@@ -9,8 +9,6 @@ pub mod health;
 mod preflight;
 mod secrets;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use aws_credential_types::provider::ProvideCredentials;
 pub use cloudformation::CloudFormation;
 pub use dynamodb::DynamoStateStore;
@@ -33,17 +31,7 @@ impl Aws {
     /// Loads the SDK configuration for a region and optional profile, and checks that
     /// credentials can be found before anything else is attempted.
     pub async fn connect(region: &str, profile: Option<&str>) -> Result<Self, DeployError> {
-        let attempts = std::env::var("STACKWRIGHT_AWS_MAX_ATTEMPTS")
-            .ok()
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(3);
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_owned()))
-            .retry_config(RetryConfig::standard().with_max_attempts(attempts));
-        if let Some(profile) = profile {
-            loader = loader.profile_name(profile);
-        }
-        let config = loader.load().await;
+        let config = crate::cloud::sdk_config(Some(region), profile).await;
         let provider = config
             .credentials_provider()
             .ok_or_else(|| DeployError::NoCredentials {
@@ -83,14 +71,9 @@ impl Aws {
         DynamoStateStore::new(self, instance)
     }
 
-    /// S3 with path-style addressing when an endpoint override is set: a local emulator has no
-    /// DNS for bucket subdomains.
+    /// S3 with path-style addressing when an endpoint override is set.
     pub(crate) fn s3(&self) -> aws_sdk_s3::Client {
-        let mut builder = aws_sdk_s3::config::Builder::from(&self.config);
-        if self.config.endpoint_url().is_some() {
-            builder = builder.force_path_style(true);
-        }
-        aws_sdk_s3::Client::from_conf(builder.build())
+        crate::cloud::s3_client(&self.config)
     }
 }
 

@@ -14,6 +14,7 @@ use semver::Version;
 use stackwright::control_plane::api::{
     InstanceRecord, RegistrationTokenRequest, ReleaseStatus, RolloutRequest,
 };
+use stackwright::control_plane::listener::TlsFiles;
 use stackwright::control_plane::operator::{
     ADMIN_TOKEN_FILE_VARIABLE, AdminClient, OperatorError, URL_VARIABLE,
 };
@@ -30,7 +31,7 @@ struct ControlPlaneArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server until Ctrl-C or SIGTERM
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Offer a release to a percentage of the instances on its channel
     Rollout {
         /// The release's version, as in its manifest
@@ -87,9 +88,21 @@ struct ServeArgs {
     /// The SQLite database; the signing key and the admin credential are kept beside it
     #[arg(long, value_name = "FILE")]
     database: PathBuf,
-    /// How installers reach this server (default: http://LISTEN)
+    /// How installers reach this server (default: https://LISTEN, or http://LISTEN with --plain-http)
     #[arg(long, value_name = "URL")]
     public_url: Option<url::Url>,
+    /// Where offers say the signed release repository is (default: PUBLIC_URL/repository/, served here)
+    #[arg(long, value_name = "URL")]
+    repository_url: Option<String>,
+    /// PEM file of the server's certificate chain, for HTTPS
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP without TLS (only on a loopback listen address)
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    plain_http: bool,
     /// How long an instance token lives
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     token_lifetime: u64,
@@ -167,9 +180,13 @@ fn main() -> ExitCode {
                 eprintln!("  caused by: {cause}");
                 source = cause.source();
             }
-            if let Failure::Operator(error) = &failure
-                && let Some(hint) = error.hint()
-            {
+            let hint = match &failure {
+                Failure::Operator(error) => error.hint(),
+                Failure::Server(error) => error.hint(),
+                Failure::Signing(_) => Some("--timestamp-key must be the timestamp role's key the repository's root names, and --releases a repository built with stackwright-release build".into()),
+                Failure::Runtime(_) => None,
+            };
+            if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
@@ -184,7 +201,7 @@ fn run(args: ControlPlaneArgs) -> Result<(), Failure> {
         .map_err(Failure::Runtime)?;
     runtime.block_on(async {
         match args.command {
-            Command::Serve(serve) => run_server(serve).await,
+            Command::Serve(serve) => run_server(*serve).await,
             Command::Rollout {
                 version,
                 channel,
@@ -278,6 +295,12 @@ async fn run_server(args: ServeArgs) -> Result<(), Failure> {
         releases: args.releases,
         database: args.database,
         public_url: args.public_url,
+        repository_url: args.repository_url,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(certificate, key)| TlsFiles { certificate, key }),
+        plain_http: args.plain_http,
         token_lifetime: Duration::from_secs(args.token_lifetime.max(1)),
         admin_token_file: args.admin_token_file,
     })

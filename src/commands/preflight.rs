@@ -33,7 +33,11 @@ fn dialing(timeout: f64) -> Result<(DialSettings, NetworkDialer), Error> {
         ),
     };
     let settings = DialSettings::from_environment(dial_timeout(timeout)?).map_err(usage)?;
-    let dialer = NetworkDialer::new(settings.ca_file.as_deref()).map_err(usage)?;
+    let roots = crate::tls::ExtraRoots::from_environment().map_err(|error| Error::Usage {
+        hint: error.hint(),
+        message: error.to_string(),
+    })?;
+    let dialer = NetworkDialer::new(&roots).map_err(usage)?;
     Ok((settings, dialer))
 }
 

@@ -64,6 +64,12 @@ pub enum ControlPlaneError {
         attempts: u32,
         reason: String,
     },
+    #[error("the control plane at {url} cannot be trusted for the {operation}: {problem}")]
+    Certificate {
+        operation: &'static str,
+        url: String,
+        problem: String,
+    },
     #[error("the control plane refused the {operation}'s credentials ({code}): {reason}")]
     Unauthorized {
         operation: &'static str,
@@ -96,6 +102,7 @@ impl ControlPlaneError {
                     .into(),
             ),
             ControlPlaneError::Client { .. } => None,
+            ControlPlaneError::Certificate { .. } => Some(crate::tls::certificate_hint()),
             ControlPlaneError::Unreachable { .. } => Some(
                 "check that the control plane's address is reachable from here (`stackwright preflight`), through the proxy or PrivateLink endpoint in all-private mode".into(),
             ),
@@ -195,11 +202,17 @@ pub(super) enum Repeat {
 
 impl HttpControlPlane {
     pub fn new(settings: ControlPlaneClientSettings) -> Result<Self, ControlPlaneError> {
-        let client = reqwest::Client::builder()
+        // The platform's roots and STACKWRIGHT_CA_BUNDLE; plain HTTP only for a loopback URL,
+        // which the settings have already checked.
+        let roots = crate::tls::ExtraRoots::from_environment().map_err(|error| {
+            ControlPlaneError::Client {
+                reason: format!("{error} ({})", error.hint()),
+            }
+        })?;
+        let client = roots
+            .http_client(settings.base_url.scheme() == "http")
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
-            .user_agent(concat!("stackwright/", env!("CARGO_PKG_VERSION")))
-            .https_only(settings.base_url.scheme() == "https")
             .build()
             .map_err(|error| ControlPlaneError::Client {
                 reason: error.to_string(),
@@ -246,6 +259,13 @@ impl HttpControlPlane {
             let response = match outcome {
                 Ok(response) => response,
                 Err(error) => {
+                    if let Some(problem) = crate::tls::certificate_problem(&error) {
+                        return Err(ControlPlaneError::Certificate {
+                            operation,
+                            url: self.settings.base_url.to_string(),
+                            problem,
+                        });
+                    }
                     let unprocessed = error.is_connect();
                     let transient = unprocessed || error.is_timeout() || error.is_request();
                     if transient && !last && (unprocessed || repeat == Repeat::Safe) {
@@ -330,14 +350,7 @@ impl HttpControlPlane {
 /// The error and its causes in one line. reqwest's errors name the URL, which never holds a
 /// token (tokens travel only in the `Authorization` header).
 fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::tls::describe_error(error)
 }
 
 fn json_request<B: Serialize + ?Sized>(

@@ -7,6 +7,7 @@ pub mod api;
 pub mod catalog;
 pub mod client;
 pub mod identity;
+pub mod listener;
 pub mod operator;
 pub mod server;
 pub mod store;

@@ -32,6 +32,7 @@ use super::api::{
     RolloutRequest, SecretToken, UpdateOffer, UpdateQuery,
 };
 use super::catalog::{CatalogError, CatalogRelease, Snapshot, load_releases};
+use super::listener::{TlsFiles, TlsFilesError, TlsListener};
 use super::store::{RegistrationRefusal, Rollout, Store, StoreError};
 use super::tokens::{Identity, KeyError, TokenAuthority, load_or_create_key, write_private};
 
@@ -52,8 +53,15 @@ pub struct ServerSettings {
     /// The SQLite file; the signing key and the admin credential are kept beside it.
     pub database: PathBuf,
     /// How installers reach this server, for the repository's URL and the tokens' issuer;
-    /// `http://<listen address>` when absent.
+    /// `https://<listen address>` (or `http://` with `plain_http`) when absent.
     pub public_url: Option<Url>,
+    /// Where offers say the signed repository is (a vendor that publishes to a CDN or an S3
+    /// bucket names it here); `<public URL>/repository/`, which this server serves, when absent.
+    pub repository_url: Option<String>,
+    /// The certificate and key to serve HTTPS with.
+    pub tls: Option<TlsFiles>,
+    /// Serve plain HTTP instead: only when asked, and only on a loopback address.
+    pub plain_http: bool,
     pub token_lifetime: Duration,
     /// Where to write the admin credential; `admin-token` beside the database when absent.
     pub admin_token_file: Option<PathBuf>,
@@ -61,6 +69,16 @@ pub struct ServerSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("the server needs a certificate and key to serve HTTPS (--tls-cert and --tls-key)")]
+    NoCertificate,
+    #[error(
+        "plain HTTP is served only on a loopback address, and {address} is not one: installers would send their tokens in clear"
+    )]
+    PlainHttpOffLoopback { address: SocketAddr },
+    #[error("both a certificate and plain HTTP were asked for: choose one")]
+    TlsAndPlainHttp,
+    #[error(transparent)]
+    Tls(#[from] TlsFilesError),
     #[error("cannot listen on {address}")]
     Bind {
         address: SocketAddr,
@@ -103,9 +121,28 @@ struct AppState {
     repository_url: Arc<str>,
 }
 
+impl ServerError {
+    /// The fix to print after the error, where there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ServerError::NoCertificate => Some("pass --tls-cert and --tls-key (`scripts/dev-env.sh up` makes a local CA and a certificate for 127.0.0.1 in target/dev-env/tls/); for plain HTTP on a loopback address, pass --plain-http".into()),
+            ServerError::PlainHttpOffLoopback { .. } => Some("listen on 127.0.0.1 or [::1] for plain HTTP, or serve HTTPS with --tls-cert and --tls-key".into()),
+            ServerError::TlsAndPlainHttp => Some("leave out --plain-http to serve HTTPS".into()),
+            ServerError::Tls(_) => Some("--tls-cert names a PEM file of the server's certificate chain, --tls-key a PEM file of its private key (PKCS#8, PKCS#1 or SEC1)".into()),
+            _ => None,
+        }
+    }
+}
+
+/// Where connections come from: TLS, or plain TCP on loopback.
+enum Listening {
+    Tls(TlsListener),
+    Plain(tokio::net::TcpListener),
+}
+
 /// A bound server, ready to run.
 pub struct Server {
-    listener: tokio::net::TcpListener,
+    listener: Listening,
     state: Arc<AppState>,
     url: Url,
     admin_token_file: PathBuf,
@@ -144,6 +181,17 @@ impl Server {
             path: directory.clone(),
             source,
         })?;
+        let tls = match (&settings.tls, settings.plain_http) {
+            (Some(_), true) => return Err(ServerError::TlsAndPlainHttp),
+            (Some(files), false) => Some(files.server_config()?),
+            (None, true) if settings.listen.ip().is_loopback() => None,
+            (None, true) => {
+                return Err(ServerError::PlainHttpOffLoopback {
+                    address: settings.listen,
+                });
+            }
+            (None, false) => return Err(ServerError::NoCertificate),
+        };
         let store = Arc::new(Store::open(&settings.database)?);
         let releases = load_releases(&settings.releases)?;
         let key = load_or_create_key(&directory)?;
@@ -158,9 +206,10 @@ impl Server {
             address: settings.listen,
             source,
         })?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let url = match settings.public_url {
             Some(url) => url,
-            None => Url::parse(&format!("http://{local}/")).map_err(|_| ServerError::Bind {
+            None => Url::parse(&format!("{scheme}://{local}/")).map_err(|_| ServerError::Bind {
                 address: local,
                 source: std::io::Error::other("the address does not make a URL"),
             })?,
@@ -181,7 +230,9 @@ impl Server {
 
         let rollouts = store.rollouts()?;
         let snapshot = Snapshot::build(&releases, &rollouts);
-        let repository_url = format!("{}repository/", url_with_slash(&url));
+        let repository_url = settings
+            .repository_url
+            .unwrap_or_else(|| format!("{}repository/", url_with_slash(&url)));
         let state = Arc::new(AppState {
             store,
             tokens,
@@ -192,6 +243,17 @@ impl Server {
             repository: settings.releases.join("repository"),
             repository_url: repository_url.into(),
         });
+        let listener = match tls {
+            Some(config) => {
+                Listening::Tls(TlsListener::new(listener, config).map_err(|source| {
+                    ServerError::Bind {
+                        address: local,
+                        source,
+                    }
+                })?)
+            }
+            None => Listening::Plain(listener),
+        };
         Ok(Server {
             listener,
             state,
@@ -206,7 +268,10 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        match &self.listener {
+            Listening::Tls(listener) => axum::serve::Listener::local_addr(listener).ok(),
+            Listening::Plain(listener) => listener.local_addr().ok(),
+        }
     }
 
     pub fn admin_token_file(&self) -> &Path {
@@ -218,10 +283,17 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServerError::Serve)
+        let router = router(self.state);
+        match self.listener {
+            Listening::Tls(listener) => axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServerError::Serve),
+            Listening::Plain(listener) => axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServerError::Serve),
+        }
     }
 }
 

@@ -78,6 +78,20 @@ impl RegistryEndpoint {
         }
     }
 
+    /// Whether the address connected to is a loopback address (or `localhost`), the only
+    /// place plain HTTP goes.
+    pub fn is_loopback(&self) -> bool {
+        let host = match self.address.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|character| character.is_ascii_digit()) => host,
+            _ => self.address.as_str(),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback())
+    }
+
     /// `name` or `name (at address)` for messages.
     pub fn display_name(&self) -> String {
         if self.overridden {

@@ -46,10 +46,33 @@ impl OciRegistry {
         credentials: Credentials,
     ) -> Result<Self, RegistryError> {
         let display = endpoint.display_name();
+        if endpoint.plain_http && !endpoint.is_loopback() {
+            return Err(RegistryError::Other {
+                registry: display,
+                message: format!(
+                    "plain HTTP is used only with a registry on a loopback address, and {} is not one: credentials and images would cross the network unprotected",
+                    endpoint.address
+                ),
+            });
+        }
+        // The platform's roots and STACKWRIGHT_CA_BUNDLE, for oci-client and our own requests.
+        let roots =
+            crate::tls::ExtraRoots::from_environment().map_err(|error| RegistryError::Other {
+                registry: display.clone(),
+                message: format!("{error} ({})", error.hint()),
+            })?;
         let protocol = if endpoint.plain_http {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
+        };
+        let extra_root_certificates = if roots.is_empty() {
+            Vec::new()
+        } else {
+            vec![oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: roots.pem().to_vec(),
+            }]
         };
         let config = ClientConfig {
             protocol,
@@ -57,13 +80,14 @@ impl OciRegistry {
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(120)),
             user_agent: concat!("stackwright/", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates,
             ..ClientConfig::default()
         };
         let client = oci_client::Client::new(config);
-        let http = reqwest::Client::builder()
+        let http = roots
+            .http_client(endpoint.plain_http)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
-            .user_agent(concat!("stackwright/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|error| RegistryError::Other {

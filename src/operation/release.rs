@@ -76,30 +76,81 @@ pub struct ChosenRelease {
     pub floor: Option<TrustFloor>,
 }
 
-/// The repository releases are verified in: `STACKWRIGHT_RELEASE_REPOSITORY`, else the one the
-/// control plane serves (`<control_plane.url>/repository/`).
+/// The repository a version is verified in: the pinned one ([`pinned_repository`]).
 fn repository(
     settings: &ReleaseSettings,
     config: Option<&ConfigFile>,
     version: &Version,
 ) -> Result<RepositorySource, Error> {
-    let repository = match (&settings.repository, config) {
-        (Some(repository), _) => repository.clone(),
-        (None, Some(config)) => format!(
-            "{}/repository/",
-            config.control_plane.url.trim_end_matches('/')
-        ),
-        (None, None) => {
-            return Err(Error::Usage {
-                message: format!(
-                    "release {version} is a version, and no release repository is set to find it in"
-                ),
-                hint: "set STACKWRIGHT_RELEASE_REPOSITORY to the vendor's release repository"
-                    .into(),
-            });
-        }
+    let Some(repository) = pinned_repository(settings, config) else {
+        return Err(Error::Usage {
+            message: format!(
+                "release {version} is a version, and no release repository is set to find it in"
+            ),
+            hint: "set STACKWRIGHT_RELEASE_REPOSITORY to the vendor's release repository".into(),
+        });
     };
     Ok(repository.parse()?)
+}
+
+/// The one release repository this instance reads releases from: `STACKWRIGHT_RELEASE_REPOSITORY`,
+/// else the configuration's `release.repository`, else the control plane's own
+/// `<control_plane.url>/repository/`.
+pub fn pinned_repository(
+    settings: &ReleaseSettings,
+    config: Option<&ConfigFile>,
+) -> Option<String> {
+    settings
+        .repository
+        .clone()
+        .or_else(|| config.and_then(|config| config.release.repository.clone()))
+        .or_else(|| {
+            config.map(|config| {
+                format!(
+                    "{}/repository/",
+                    config.control_plane.url.trim_end_matches('/')
+                )
+            })
+        })
+}
+
+/// The repository an update offer names, when it lies within the pinned one (same scheme,
+/// host and port, and a path below the pinned path); refused otherwise, naming both.
+pub fn offered_repository(pinned: &str, offered: &str) -> Result<RepositorySource, Error> {
+    let pinned_source: RepositorySource = pinned.parse()?;
+    let offered_source: RepositorySource = offered.parse()?;
+    if within(&pinned_source, &offered_source) {
+        return Ok(offered_source);
+    }
+    Err(release::TrustError::OtherRepository {
+        offered: offered.to_owned(),
+        pinned: pinned.to_owned(),
+    }
+    .into())
+}
+
+/// Whether `offered` is `pinned` or below it.
+fn within(pinned: &RepositorySource, offered: &RepositorySource) -> bool {
+    match (pinned, offered) {
+        (RepositorySource::Directory(pinned), RepositorySource::Directory(offered)) => {
+            let absolute = |path: &Path| std::path::absolute(path).ok();
+            matches!((absolute(pinned), absolute(offered)), (Some(pinned), Some(offered)) if offered.starts_with(&pinned))
+        }
+        (RepositorySource::Url(pinned), RepositorySource::Url(offered)) => {
+            let directory = |path: &str| {
+                if path.ends_with('/') {
+                    path.to_owned()
+                } else {
+                    format!("{path}/")
+                }
+            };
+            pinned.scheme() == offered.scheme()
+                && pinned.host_str() == offered.host_str()
+                && pinned.port_or_known_default() == offered.port_or_known_default()
+                && directory(offered.path()).starts_with(&directory(pinned.path()))
+        }
+        _ => false,
+    }
 }
 
 /// Verifies `version` from the root built into the installer. What it must stay above (the
@@ -297,4 +348,37 @@ pub async fn offered_release<D: StackDeployer, S: StateStore>(
         channel: config.release.channel.clone(),
     });
     Ok(newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_is_accepted_only_within_the_pinned_repository() {
+        let pinned = "https://releases.example.com/stackwright/";
+        for accepted in [
+            "https://releases.example.com/stackwright/",
+            "https://releases.example.com/stackwright",
+            "https://releases.example.com:443/stackwright/stable/",
+        ] {
+            assert!(offered_repository(pinned, accepted).is_ok(), "{accepted}");
+        }
+        for refused in [
+            "https://mirror.example.net/stackwright/",
+            "https://releases.example.com:8443/stackwright/",
+            "https://releases.example.com/stackwright-old/",
+            "https://releases.example.com/",
+            "s3://releases.example.com/stackwright/",
+            "http://127.0.0.1:8470/repository/",
+        ] {
+            let error = offered_repository(pinned, refused).unwrap_err().to_string();
+            assert!(
+                error.contains(refused) && error.contains(pinned),
+                "{refused}: {error}"
+            );
+        }
+        assert!(offered_repository("s3://vendor/stable", "s3://vendor/stable/").is_ok());
+        assert!(offered_repository("s3://vendor/stable", "s3://other/stable/").is_err());
+    }
 }

@@ -146,7 +146,15 @@ impl Instance {
                 from_environment: Some("registration-token".into()),
                 file: repository_file("no-such-token-file"),
             },
-            releases: ReleaseSettings::default(),
+            // The offers name the signed repository in the source tree: pin it.
+            releases: ReleaseSettings {
+                repository: Some(
+                    repository_file("manifests/repository")
+                        .display()
+                        .to_string(),
+                ),
+                ..ReleaseSettings::default()
+            },
             events: Recorder::default(),
         }
     }

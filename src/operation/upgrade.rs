@@ -15,7 +15,7 @@ use crate::control_plane::api::{
 use crate::control_plane::{ControlPlane, StoredIdentity};
 use crate::error::Error;
 use crate::provision::{self, Plan, StackAction, StackDeployer};
-use crate::release::{self, ReleaseSelection, RepositorySource, Trust, VerifiedRelease};
+use crate::release::{self, ReleaseSelection, Trust, VerifiedRelease};
 use crate::render::{self, RenderedStack};
 use crate::stacks::StackKind;
 use crate::state::{
@@ -222,7 +222,9 @@ async fn verify_offer<D: StackDeployer, S: StateStore>(
     offer: &UpdateOffer,
     trust: Trust<'_>,
 ) -> Result<Vec<(VerifiedRelease, bool)>, Error> {
-    let source: RepositorySource = offer.repository.parse()?;
+    let pinned = super::release::pinned_repository(session.releases, Some(session.config))
+        .unwrap_or_default();
+    let source = super::release::offered_repository(&pinned, &offer.repository)?;
     let now = session.clock.now();
     let mut verified = Vec::new();
     for release in &offer.releases {

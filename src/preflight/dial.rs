@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,9 +17,6 @@ use serde::Serialize;
 pub const OVERRIDES_VARIABLE: &str = "STACKWRIGHT_DIAL_OVERRIDES";
 /// When set to `1`, only loopback addresses are dialled; anything else is reported as skipped.
 pub const ONLY_LOOPBACK_VARIABLE: &str = "STACKWRIGHT_DIAL_ONLY_LOOPBACK";
-/// A PEM file of extra certificate authorities to trust in TLS handshakes (a TLS-inspecting
-/// proxy's, or a local listener's).
-pub const CA_FILE_VARIABLE: &str = "STACKWRIGHT_DIAL_CA_FILE";
 
 /// A destination to dial: what it is called, and whether it speaks TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -106,7 +102,6 @@ pub struct DialSettings {
     /// Dial loopback addresses only; everything else is skipped.
     pub only_loopback: bool,
     pub timeout: Duration,
-    pub ca_file: Option<PathBuf>,
 }
 
 /// What to do with one destination.
@@ -172,7 +167,6 @@ impl DialSettings {
             aws_endpoint,
             only_loopback,
             timeout,
-            ca_file: variable(CA_FILE_VARIABLE).map(PathBuf::from),
         })
     }
 
@@ -295,53 +289,19 @@ fn endpoint_address(url: &str) -> Option<(DialAddress, bool)> {
     Some((address, tls))
 }
 
-/// The real dialer: tokio TCP and rustls, with the system's roots plus any in
-/// `STACKWRIGHT_DIAL_CA_FILE`.
+/// The real dialer: tokio TCP and rustls, trusting what the installer's HTTPS clients trust:
+/// the platform's roots plus `STACKWRIGHT_CA_BUNDLE` ([`crate::tls`]).
 pub struct NetworkDialer {
     tls: Arc<rustls::ClientConfig>,
 }
 
 impl NetworkDialer {
-    pub fn new(ca_file: Option<&std::path::Path>) -> Result<Self, DialSettingsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for certificate in native.certs {
-            let _ = roots.add(certificate);
-        }
-        if let Some(path) = ca_file {
-            let invalid = |message: String| DialSettingsError {
-                variable: CA_FILE_VARIABLE,
-                message,
-            };
-            let text = std::fs::read(path)
-                .map_err(|error| invalid(format!("cannot read {}: {error}", path.display())))?;
-            let mut added = 0;
-            for block in pem::parse_many(&text)
-                .map_err(|error| invalid(format!("{} is not PEM: {error}", path.display())))?
-            {
-                if block.tag() == "CERTIFICATE" {
-                    roots
-                        .add(block.into_contents().into())
-                        .map_err(|error| invalid(format!("{}: {error}", path.display())))?;
-                    added += 1;
-                }
-            }
-            if added == 0 {
-                return Err(invalid(format!("{} holds no certificate", path.display())));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| DialSettingsError {
-                variable: CA_FILE_VARIABLE,
-                message: error.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(NetworkDialer {
-            tls: Arc::new(config),
-        })
+    pub fn new(roots: &crate::tls::ExtraRoots) -> Result<Self, DialSettingsError> {
+        let tls = roots.rustls_config().map_err(|error| DialSettingsError {
+            variable: crate::tls::CA_BUNDLE_VARIABLE,
+            message: error.to_string(),
+        })?;
+        Ok(NetworkDialer { tls })
     }
 }
 

@@ -864,7 +864,7 @@ fn dial_check(purpose: &str, required: bool, report: &DialReport) -> Check {
             if failure.stage == dial::DialStage::Tls {
                 fix.push_str(&format!(
                     "; if a TLS-inspecting proxy sits in between, trust its certificate authority with {}",
-                    dial::CA_FILE_VARIABLE
+                    crate::tls::CA_BUNDLE_VARIABLE
                 ));
             }
             Check::new(id, title, outcome)

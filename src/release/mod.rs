@@ -4,6 +4,7 @@
 
 mod manifest;
 pub mod signing;
+pub mod transport;
 pub mod trust;
 
 pub use manifest::{

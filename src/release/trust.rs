@@ -21,25 +21,22 @@
 //! Time is an argument, not the system clock: `tough` is told not to check expiry itself
 //! (it would read the clock), and [`verify`] checks every role's expiry against `now` instead.
 //!
-//! Repositories are read from a directory or from an `http://` URL on a loopback address, through
-//! [`LoopbackTransport`]; `tough`'s own HTTP client is not compiled in.
+//! Repositories are read from a directory, an `https://` URL, an `s3://bucket/prefix` URL, or
+//! plain `http://` on a loopback address, through [`RepositoryTransport`] (`transport.rs`);
+//! `tough`'s own HTTP client is not compiled in.
 
 use std::fmt;
-use std::net::{IpAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 use tough::schema::{RoleType, Root, Signed};
-use tough::{
-    ExpirationEnforcement, FilesystemTransport, IntoVec, RepositoryLoader, TargetName, Transport,
-    TransportError, TransportErrorKind, TransportStream,
-};
+use tough::{ExpirationEnforcement, IntoVec, RepositoryLoader, TargetName, TransportErrorKind};
 use url::Url;
 
+use super::transport::{FetchFailure, RepositoryTransport, loopback_address};
 use super::{ManifestError, ReleaseManifest};
 
 /// The root metadata this build trusts before it has seen any repository, chosen when it was
@@ -58,8 +55,8 @@ pub fn embedded_root() -> Result<&'static [u8], TrustError> {
 /// Release manifests are published as targets named `releases/<version>.json`.
 pub const RELEASE_TARGET_PREFIX: &str = "releases/";
 
-/// Where a release repository is: a directory holding `metadata/` and `targets/`, or a URL whose
-/// `metadata/` and `targets/` are served over plain HTTP on a loopback address.
+/// Where a release repository is: a directory holding `metadata/` and `targets/`, or a URL below
+/// which they are: `https://`, `s3://bucket/prefix`, or plain `http://` on a loopback address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositorySource {
     Directory(PathBuf),
@@ -100,7 +97,8 @@ impl RepositorySource {
 impl FromStr for RepositorySource {
     type Err = TrustError;
 
-    /// An `http://` URL on a loopback address, or else a directory path.
+    /// An `https://` or `s3://` URL, an `http://` URL on a loopback address, or else a
+    /// directory path.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if !text.contains("://") {
             return Ok(RepositorySource::Directory(PathBuf::from(text)));
@@ -117,11 +115,18 @@ impl FromStr for RepositorySource {
                     source_text: text.to_owned(),
                     reason: "not a local file URL".into(),
                 }),
+            "https" if url.host_str().is_some() => Ok(RepositorySource::Url(url)),
             "http" if loopback_address(&url).is_some() => Ok(RepositorySource::Url(url)),
+            "http" => Err(TrustError::UnsupportedSource {
+                source_text: text.to_owned(),
+                reason: "plain http:// is accepted only on a loopback address (127.0.0.1 or [::1]): anywhere else, whoever is on the way could serve stale metadata and hold back a security release".into(),
+            }),
+            "s3" if url.host_str().is_some_and(|bucket| !bucket.is_empty()) => {
+                Ok(RepositorySource::Url(url))
+            }
             _ => Err(TrustError::UnsupportedSource {
                 source_text: text.to_owned(),
-                reason: "only a directory or an http:// URL on 127.0.0.1 or [::1] is supported"
-                    .into(),
+                reason: "only a directory, an https:// URL, an s3://bucket/prefix URL, or plain http:// on a loopback address is supported".into(),
             }),
         }
     }
@@ -271,6 +276,16 @@ pub enum TrustError {
     #[error("cannot read the release repository {repository}: {reason}")]
     Unreachable { repository: String, reason: String },
     #[error(
+        "the control plane offers releases from {offered}, but this instance reads releases only from {pinned}: refusing the offer"
+    )]
+    OtherRepository { offered: String, pinned: String },
+    #[error("cannot read the release repository {repository}: {problem} ({url})")]
+    Certificate {
+        repository: String,
+        url: String,
+        problem: String,
+    },
+    #[error(
         "{what} was tampered with: its content does not match the length and SHA-256 signed for it ({detail})"
     )]
     Tampered { what: String, detail: String },
@@ -368,7 +383,7 @@ impl TrustError {
     pub fn hint(&self) -> Option<String> {
         let hint = match self {
             TrustError::UnsupportedSource { .. } => {
-                "pass a directory holding metadata/ and targets/, or an http://127.0.0.1 URL"
+                "name the repository as https://host/path, s3://bucket/prefix, or a directory holding metadata/ and targets/"
             }
             TrustError::NoEmbeddedRoot => {
                 "use the installer the vendor ships; a vendor builds it with STACKWRIGHT_VENDOR_ROOT=path/to/root.json cargo build --release"
@@ -377,7 +392,13 @@ impl TrustError {
                 "the trusted root is the vendor's root.json as shipped; restore it rather than editing it"
             }
             TrustError::Unreachable { .. } => {
-                "check the path or URL; a repository holds metadata/timestamp.json"
+                "check the path or URL and that this machine reaches it (an s3:// repository with the AWS credentials and region in use); a repository holds metadata/timestamp.json"
+            }
+            TrustError::Certificate { .. } => return Some(crate::tls::certificate_hint()),
+            TrustError::OtherRepository { offered, .. } => {
+                return Some(format!(
+                    "if the vendor has moved its release repository, set release.repository = \"{offered}\" in the configuration (or STACKWRIGHT_RELEASE_REPOSITORY) and run again; otherwise the offer did not come from the vendor's repository: leave the setting and report it"
+                ));
             }
             TrustError::Tampered { .. }
             | TrustError::UntrustedSignature { .. }
@@ -468,8 +489,14 @@ pub async fn verify(
                 reason: error.to_string(),
             })
     };
+    let transport = RepositoryTransport::for_base(&base)
+        .await
+        .map_err(|failure| TrustError::Unreachable {
+            repository: source.to_string(),
+            reason: failure.message,
+        })?;
     let repository = RepositoryLoader::new(&trusted_root, join("metadata/")?, join("targets/")?)
-        .transport(LoopbackTransport)
+        .transport(transport)
         // Expiry is checked below against the `now` passed in rather than the system clock.
         .expiration_enforcement(ExpirationEnforcement::Unsafe)
         .load()
@@ -741,11 +768,23 @@ fn classify(
                 }
                 Tough::Transport {
                     url, source: cause, ..
-                } if cause.kind() == TransportErrorKind::FileNotFound => {
-                    return TrustError::Unreachable {
-                        repository: source.to_string(),
-                        reason: format!("{url} does not exist"),
-                    };
+                } => {
+                    if cause.kind() == TransportErrorKind::FileNotFound {
+                        return TrustError::Unreachable {
+                            repository: source.to_string(),
+                            reason: format!("{url} does not exist"),
+                        };
+                    }
+                    if let Some(problem) = std::error::Error::source(cause)
+                        .and_then(|cause| cause.downcast_ref::<FetchFailure>())
+                        .and_then(|failure| failure.certificate_problem.clone())
+                    {
+                        return TrustError::Certificate {
+                            repository: source.to_string(),
+                            url: url.to_string(),
+                            problem,
+                        };
+                    }
                 }
                 _ => {}
             }
@@ -792,149 +831,42 @@ fn tampered_what(target: Option<&str>, url: &str) -> String {
     }
 }
 
-/// The transport verification reads through: `file:` URLs from disk, and `http:` URLs only on a
-/// loopback address (the development and test server), with no TLS and no proxy.
-#[derive(Debug, Clone, Copy)]
-pub struct LoopbackTransport;
-
-/// A metadata file or manifest larger than this is refused before `tough` sees it.
-const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
-
-#[tough::async_trait]
-impl Transport for LoopbackTransport {
-    async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
-        match url.scheme() {
-            "file" => FilesystemTransport.fetch(url).await,
-            "http" => {
-                let request_url = url.clone();
-                let body = tokio::task::spawn_blocking(move || http_get(&request_url))
-                    .await
-                    .map_err(|error| {
-                        TransportError::new_with_cause(
-                            TransportErrorKind::Other,
-                            url.clone(),
-                            error,
-                        )
-                    })??;
-                let chunk: Result<tough::Bytes, TransportError> = Ok(tough::Bytes::from(body));
-                Ok(Box::pin(futures_util::stream::iter([chunk])))
-            }
-            _ => Err(TransportError::new(
-                TransportErrorKind::UnsupportedUrlScheme,
-                url,
-            )),
-        }
-    }
-}
-
-fn loopback_address(url: &Url) -> Option<IpAddr> {
-    let address = match url.host()? {
-        url::Host::Ipv4(address) => IpAddr::V4(address),
-        url::Host::Ipv6(address) => IpAddr::V6(address),
-        url::Host::Domain(_) => return None,
-    };
-    address.is_loopback().then_some(address)
-}
-
-/// One HTTP/1.0 GET (so the answer is never chunked), reading until the server closes.
-fn http_get(url: &Url) -> Result<Vec<u8>, TransportError> {
-    use std::io::{Read, Write};
-
-    let other = |message: String| {
-        TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), message)
-    };
-    let address = loopback_address(url).ok_or_else(|| {
-        TransportError::new(TransportErrorKind::UnsupportedUrlScheme, url.clone())
-    })?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let io = |error: std::io::Error| {
-        TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), error)
-    };
-    let mut stream =
-        TcpStream::connect_timeout(&(address, port).into(), Duration::from_secs(5)).map_err(io)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(io)?;
-    let mut path = url.path().to_owned();
-    if let Some(query) = url.query() {
-        path = format!("{path}?{query}");
-    }
-    let host = url.host_str().unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nAccept-Encoding: identity\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut response = Vec::new();
-    stream
-        .take(MAX_RESPONSE_BYTES + 64 * 1024)
-        .read_to_end(&mut response)
-        .map_err(io)?;
-    let header_end = response
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .ok_or_else(|| other("the response has no end of headers".into()))?;
-    let head = String::from_utf8_lossy(&response[..header_end]).into_owned();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .ok_or_else(|| other(format!("not an HTTP response: {head:.40}")))?;
-    match status {
-        200 => {}
-        404 | 410 => {
-            return Err(TransportError::new(
-                TransportErrorKind::FileNotFound,
-                url.clone(),
-            ));
-        }
-        _ => return Err(other(format!("the server answered {status}"))),
-    }
-    let body = response.split_off(header_end + 4);
-    let declared = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    if let Some(declared) = declared
-        && declared != body.len()
-    {
-        return Err(other(format!(
-            "the server declared {declared} bytes and sent {}",
-            body.len()
-        )));
-    }
-    Ok(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sources_are_directories_or_loopback_urls() {
+    fn sources_are_directories_https_s3_or_loopback_urls() {
         assert_eq!(
             "manifests/repository".parse::<RepositorySource>().unwrap(),
             RepositorySource::Directory("manifests/repository".into())
         );
-        assert!(matches!(
-            "http://127.0.0.1:8080/repo".parse::<RepositorySource>(),
-            Ok(RepositorySource::Url(_))
-        ));
-        assert!(matches!(
-            "http://[::1]:8080/".parse::<RepositorySource>(),
-            Ok(RepositorySource::Url(_))
-        ));
-        for refused in [
+        for accepted in [
+            "http://127.0.0.1:8080/repo",
+            "http://[::1]:8080/",
             "https://releases.example.com/",
-            "http://releases.example.com/",
-            "http://10.0.0.1/",
-            "ftp://127.0.0.1/",
+            "https://127.0.0.1:8443/repository/",
+            "s3://vendor-releases/stable",
+            "s3://vendor-releases",
+        ] {
+            assert!(
+                matches!(
+                    accepted.parse::<RepositorySource>(),
+                    Ok(RepositorySource::Url(_))
+                ),
+                "{accepted}"
+            );
+        }
+        for (refused, reason) in [
+            ("http://releases.example.com/", "loopback"),
+            ("http://10.0.0.1/", "loopback"),
+            ("http://localhost:8080/", "loopback"),
+            ("ftp://127.0.0.1/", "only a directory"),
+            ("s3:///prefix", "only a directory"),
         ] {
             let error = refused.parse::<RepositorySource>().unwrap_err();
             assert!(
-                matches!(error, TrustError::UnsupportedSource { .. }),
+                matches!(&error, TrustError::UnsupportedSource { reason: text, .. } if text.contains(reason)),
                 "{refused}: {error}"
             );
         }

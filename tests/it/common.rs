@@ -143,7 +143,7 @@ pub mod moto {
 
     /// The `env.sh` that `scripts/dev-env.sh up` wrote: `target/dev-env/env.sh`, or the file
     /// `STACKWRIGHT_DEV_ENV` names (another checkout's emulator, say).
-    fn env_file() -> PathBuf {
+    pub fn env_file() -> PathBuf {
         std::env::var_os("STACKWRIGHT_DEV_ENV")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(REPOSITORY).join("target/dev-env/env.sh"))
@@ -904,8 +904,66 @@ pub mod moto {
     }
 }
 
+/// The local environment's TLS files, which `scripts/dev-env.sh up` makes and names in env.sh:
+/// its CA (`STACKWRIGHT_CA_BUNDLE`) and a certificate and key for 127.0.0.1 signed by it.
+pub mod tls {
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    pub struct Files {
+        pub ca: PathBuf,
+        pub certificate: PathBuf,
+        pub key: PathBuf,
+    }
+
+    /// Panics with the fix when the local environment has not made them.
+    pub fn files() -> &'static Files {
+        static FILES: OnceLock<Files> = OnceLock::new();
+        FILES.get_or_init(|| {
+            let path = super::moto::env_file();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+                panic!("cannot read {}: {error}; run `scripts/dev-env.sh up` first (scripts/test.sh does): it makes the local CA these tests trust", path.display())
+            });
+            let variables = super::moto::parse_exports(&text);
+            let file = |key: &str| {
+                let file = PathBuf::from(variables.get(key).unwrap_or_else(|| {
+                    panic!("{} does not export {key}; run `scripts/dev-env.sh up` again", path.display())
+                }));
+                assert!(file.exists(), "{} (from {key}) is missing; run `scripts/dev-env.sh up` again", file.display());
+                file
+            };
+            Files {
+                ca: file("STACKWRIGHT_CA_BUNDLE"),
+                certificate: file("STACKWRIGHT_DEV_TLS_CERT"),
+                key: file("STACKWRIGHT_DEV_TLS_KEY"),
+            }
+        })
+    }
+
+    /// Trusts the local CA in this test process too, for the library's own HTTPS clients
+    /// (they read `STACKWRIGHT_CA_BUNDLE`, as the installer does).
+    pub fn trust_in_this_process() {
+        static DONE: OnceLock<()> = OnceLock::new();
+        DONE.get_or_init(|| {
+            // SAFETY: nextest runs every test in a process of its own (scripts/test.sh uses it),
+            // and this runs before the test starts any client that reads the environment.
+            unsafe { std::env::set_var("STACKWRIGHT_CA_BUNDLE", &files().ca) };
+        });
+    }
+
+    /// A reqwest client that trusts the local CA.
+    pub fn http_client() -> reqwest::Client {
+        stackwright::tls::ExtraRoots::load(&files().ca)
+            .expect("the local CA loads")
+            .http_client(false)
+            .build()
+            .expect("an HTTPS client")
+    }
+}
+
 /// The reference control plane as the real binary on a free port of 127.0.0.1, one per test,
-/// stopped when dropped; the operator's commands act on it as the README shows.
+/// serving HTTPS with the local environment's certificate, stopped when dropped; the
+/// operator's commands act on it as the README shows.
 pub mod control_plane {
     use std::io::{BufRead, BufReader};
     use std::path::{Path, PathBuf};
@@ -937,10 +995,16 @@ pub mod control_plane {
 
         /// The same, with more arguments for `serve`.
         pub fn start_with(releases: Option<&Path>, arguments: &[&str]) -> Server {
+            let tls = super::tls::files();
+            super::tls::trust_in_this_process();
             let directory = tempfile::tempdir().expect("a temporary directory");
             let manifests = Path::new(REPOSITORY).join("manifests");
             let mut child = Command::new(BINARY)
-                .args(["serve", "--listen", "127.0.0.1:0", "--releases"])
+                .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+                .arg(&tls.certificate)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .arg("--releases")
                 .arg(releases.unwrap_or(&manifests))
                 .arg("--database")
                 .arg(directory.path().join("control-plane.sqlite"))
@@ -983,6 +1047,7 @@ pub mod control_plane {
                 .args(arguments)
                 .env_clear()
                 .env("STACKWRIGHT_CONTROL_PLANE_URL", &self.url)
+                .env("STACKWRIGHT_CA_BUNDLE", &super::tls::files().ca)
                 .env(
                     "STACKWRIGHT_CONTROL_PLANE_ADMIN_TOKEN_FILE",
                     self.admin_token_file(),

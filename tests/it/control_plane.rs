@@ -438,12 +438,14 @@ async fn control_plane_refuses_forged_foreign_and_misdirected_tokens() {
 
     // Not a JWT at all, and no token.
     assert_eq!(check(with("garbage".into())).await, "token_malformed");
-    let response = reqwest::get(format!(
-        "{}v1/instances/{}/updates?channel=stable",
-        server.url, first.instance_id
-    ))
-    .await
-    .unwrap();
+    let response = crate::common::tls::http_client()
+        .get(format!(
+            "{}v1/instances/{}/updates?channel=stable",
+            server.url, first.instance_id
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "token_missing");
@@ -524,7 +526,11 @@ async fn control_plane_serves_the_signed_release_repository() {
         "repository/%2e%2e/Cargo.toml",
         "repository/",
     ] {
-        let response = reqwest::get(format!("{}{path}", server.url)).await.unwrap();
+        let response = crate::common::tls::http_client()
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 404, "{path}");
     }
 }
@@ -533,7 +539,7 @@ async fn control_plane_serves_the_signed_release_repository() {
 async fn control_plane_answers_bad_input_with_400_and_a_reason() {
     let server = Server::start(None);
     let registration = server.register("acme").await;
-    let http = reqwest::Client::new();
+    let http = crate::common::tls::http_client();
     let base = &server.url;
     let id = &registration.instance_id;
     let token = registration.token.expose();
@@ -655,7 +661,10 @@ fn control_plane_fuzzed_from_its_openapi_document_never_answers_500() {
                 "--seed",
                 "1",
             ])
-            .args(["--include-tag", tag, "--url", &server.url, "--header"])
+            .args(["--include-tag", tag, "--url", &server.url])
+            .arg("--tls-verify")
+            .arg(&crate::common::tls::files().ca)
+            .arg("--header")
             .arg(format!("Authorization: Bearer {token}"))
             .arg(Path::new(REPOSITORY).join("api/control-plane.openapi.yaml"))
             .env("NO_COLOR", "1")

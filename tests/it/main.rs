@@ -15,4 +15,5 @@ mod release;
 mod render;
 mod replayed;
 mod state;
+mod transport;
 mod upgrade;

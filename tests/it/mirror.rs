@@ -61,7 +61,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A client for a local registry, logged in from the dev env's auth file.
 fn client(address: &str) -> OciRegistry {
-    let endpoint = RegistryEndpoint::resolve(address, &RegistryOverrides::default(), true);
+    crate::common::tls::trust_in_this_process();
+    let endpoint = RegistryEndpoint::resolve(address, &RegistryOverrides::default(), false);
     let file = &registries()["REGISTRY_AUTH_FILE"];
     let text = std::fs::read_to_string(file).expect("the dev env's auth file");
     let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
@@ -111,9 +112,9 @@ pub(crate) fn fetch(address: &str, method: &str, path: &str) -> (u16, Option<Str
         .as_str()
         .expect("an entry")
         .to_owned();
-    let url = format!("http://{address}/v2/{path}");
+    let url = format!("https://{address}/v2/{path}");
     runtime().block_on(async move {
-        let client = reqwest::Client::new();
+        let client = crate::common::tls::http_client();
         let request = match method {
             "HEAD" => client.head(&url),
             _ => client.get(&url),
@@ -333,7 +334,6 @@ fn mirror_images_keeps_paths_under_the_prefix_and_copies_digests_untagged() {
             &vendor(),
             "--to",
             &to,
-            "--plain-http",
         ],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -414,7 +414,6 @@ fn mirror_resumes_an_interrupted_copy_without_sending_what_arrived() {
         &vendor(),
         "--to",
         &to,
-        "--plain-http",
         "--jobs",
         "1",
     ];
@@ -486,7 +485,6 @@ fn mirror_refuses_a_blob_whose_bytes_do_not_match_its_digest_and_tags_nothing() 
             &vendor(),
             "--to",
             &to,
-            "--plain-http",
         ],
     );
     assert_eq!(code, 1, "{stdout}\n{stderr}");
@@ -549,7 +547,6 @@ fn mirror_with_a_wrong_or_missing_password_names_the_registry_and_never_prints_i
         &vendor(),
         "--to",
         &to,
-        "--plain-http",
     ];
     let mut command = stackwright();
     command

@@ -70,7 +70,7 @@ impl LocalTls {
         }
     }
 
-    /// The authority's certificate as a PEM file, for `STACKWRIGHT_DIAL_CA_FILE`.
+    /// The authority's certificate as a PEM file, for `STACKWRIGHT_CA_BUNDLE`.
     fn ca_file(&self) -> PathBuf {
         let path = self.directory.path().join("authority.pem");
         std::fs::write(&path, self.authority.pem()).expect("the CA file is written");
@@ -152,7 +152,7 @@ fn preflight_reports_a_reachable_and_an_unreachable_destination() {
         .env("STACKWRIGHT_DIAL_OVERRIDES", &overrides)
         .env("STACKWRIGHT_DIAL_ONLY_LOOPBACK", "1")
         .env(
-            "STACKWRIGHT_DIAL_CA_FILE",
+            "STACKWRIGHT_CA_BUNDLE",
             tls.ca_file().to_str().expect("UTF-8"),
         )
         // The configuration's control plane, not the local environment's.
@@ -204,7 +204,7 @@ fn preflight_reports_a_reachable_and_an_unreachable_destination() {
         inspected["fix"]
             .as_str()
             .unwrap_or_default()
-            .contains("STACKWRIGHT_DIAL_CA_FILE"),
+            .contains("STACKWRIGHT_CA_BUNDLE"),
         "{inspected:#}"
     );
 
@@ -232,7 +232,7 @@ fn preflight_reports_a_reachable_and_an_unreachable_destination() {
         .env("STACKWRIGHT_DIAL_OVERRIDES", &overrides)
         .env("STACKWRIGHT_DIAL_ONLY_LOOPBACK", "1")
         .env(
-            "STACKWRIGHT_DIAL_CA_FILE",
+            "STACKWRIGHT_CA_BUNDLE",
             tls.ca_file().to_str().expect("UTF-8"),
         )
         .env_remove("STACKWRIGHT_CONTROL_PLANE_URL")
@@ -474,7 +474,7 @@ fn preflight_output_json_is_stable() {
         )
         .env("STACKWRIGHT_DIAL_ONLY_LOOPBACK", "1")
         .env(
-            "STACKWRIGHT_DIAL_CA_FILE",
+            "STACKWRIGHT_CA_BUNDLE",
             tls.ca_file().to_str().expect("UTF-8"),
         )
         .env_remove("STACKWRIGHT_CONTROL_PLANE_URL")
@@ -529,7 +529,7 @@ fn preflight_with_the_local_environment_dials_only_loopback_in_process() {
         DialSettings::from_variables(Duration::from_secs(3), |name| variables.get(name).cloned())
             .expect("the local environment's dial settings are valid");
     let dialer = RecordingDialer {
-        inner: NetworkDialer::new(None).expect("a dialer"),
+        inner: NetworkDialer::new(&stackwright::tls::ExtraRoots::none()).expect("a dialer"),
         dialled: Mutex::new(Vec::new()),
     };
     let config = all_private_config(&moto::unique_name("pf-loop"));

@@ -1088,3 +1088,104 @@ fn a_release_that_needs_a_newer_installer_moves_the_updater_to_it_first() {
         manual.transcript()
     );
 }
+
+/// Every file below `directory`, as paths relative to it.
+fn files_below(directory: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![directory.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).expect("a readable directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(directory).expect("below").to_path_buf());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn an_upgrade_verifies_its_release_from_an_s3_bucket() {
+    // The vendor publishes the signed repository to a bucket; the control plane's offers name
+    // it, and the control plane itself serves no repository, so only S3 can answer.
+    let releases = catalog(|_, _| {}, &[]);
+    let cloud = Cloud::connect();
+    let bucket = crate::common::moto::unique_name("releases").to_lowercase();
+    cloud
+        .block_on(cloud.s3.create_bucket().bucket(&bucket).send())
+        .expect("CreateBucket");
+    let repository = releases.path().join("repository");
+    for relative in files_below(&repository) {
+        let body = std::fs::read(repository.join(&relative)).expect("a repository file");
+        let key = format!("stackwright/stable/{}", relative.display());
+        cloud
+            .block_on(
+                cloud
+                    .s3
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .body(body.into())
+                    .send(),
+            )
+            .expect("PutObject");
+    }
+    std::fs::remove_dir_all(&repository).expect("the local copy is gone");
+    let origin = format!("s3://{bucket}/stackwright/stable");
+    let server = Server::start_with(
+        Some(releases.path()),
+        &["--repository-url", &format!("{origin}/")],
+    );
+    let instance = installed(
+        "s3-repository",
+        &server,
+        &format!("\n[release]\nrepository = \"{origin}\"\n"),
+    );
+    rollout(&server, "1.1.0");
+
+    let lines = unattended(&instance, &server);
+    assert!(
+        !lines
+            .iter()
+            .any(|line| line.to_string().contains("is offered but refused")),
+        "{lines:?}"
+    );
+    let finished = event(&lines, "upgrade_finished").expect("a result");
+    assert_eq!(finished["outcome"], "succeeded", "{lines:?}");
+    assert_eq!(finished["to"], "1.1.0");
+    assert_eq!(installed_release(&instance), "1.1.0");
+    assert_platform_runs(&instance, "1.1.0");
+}
+
+#[test]
+fn an_offer_naming_another_repository_than_the_pinned_one_is_refused() {
+    let server = Server::start(None);
+    let pinned = "https://127.0.0.1:9/vendor/releases/";
+    let instance = installed(
+        "pinned-origin",
+        &server,
+        &format!("\n[release]\nrepository = \"{pinned}\"\n"),
+    );
+    rollout(&server, "1.1.0");
+
+    let check = upgrade(&instance, &server, &["--check"]).run().exited(1);
+    let offered = format!("{}repository/", server.url);
+    assert!(
+        check.stderr.contains(&format!(
+            "error: the control plane offers releases from {offered}, but this instance reads releases only from {pinned}: refusing the offer"
+        )),
+        "{}",
+        check.transcript()
+    );
+    assert!(
+        check.stderr.contains(&format!(
+            "hint: if the vendor has moved its release repository, set release.repository = \"{offered}\""
+        )),
+        "{}",
+        check.transcript()
+    );
+    // Nothing was applied: the instance stays on 1.0.0.
+    assert_eq!(installed_release(&instance), "1.0.0");
+}
