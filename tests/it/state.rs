@@ -1235,12 +1235,9 @@ fn a_root_planted_in_the_state_table_is_refused_and_an_older_release_needs_a_typ
     let name = instance.name.clone();
     let recorded = installation_body(&cloud, &instance);
     let floor = &recorded["trust_floor"];
-    assert_eq!(
-        (
-            floor["root_version"].as_u64(),
-            floor["timestamp_version"].as_u64()
-        ),
-        (Some(1), Some(2)),
+    // The timestamp's version grows as the local control plane re-signs it.
+    assert!(
+        floor["root_version"].as_u64() == Some(1) && floor["timestamp_version"].as_u64() >= Some(2),
         "the install recorded how far it verified: {recorded}"
     );
 
