@@ -60,12 +60,11 @@ impl GlobalSettings {
     /// The root metadata to trust: the file `path` (or `STACKWRIGHT_TRUSTED_ROOT`) names, else
     /// the root built into this installer.
     pub fn trusted_root(&self, path: Option<&std::path::Path>) -> Result<Vec<u8>, Error> {
-        let from_environment = std::env::var_os("STACKWRIGHT_TRUSTED_ROOT").map(PathBuf::from);
-        crate::operation::read_trusted_root(
-            path.map(std::path::Path::to_path_buf)
-                .or(from_environment)
-                .as_deref(),
-        )
+        let mut releases = self.release_settings();
+        if let Some(path) = path {
+            releases.trusted_root = Some(path.to_owned());
+        }
+        releases.trusted_root()
     }
 
     /// Where releases named by version are verified: `STACKWRIGHT_RELEASE_REPOSITORY` (else the

@@ -645,47 +645,44 @@ pub async fn verify(
 impl TrustFloor {
     /// Whether this, reached by a verification, is at or above what earlier runs recorded.
     pub fn meets(&self, recorded: &RecordedFloor) -> Result<(), TrustError> {
-        at_or_above(self, recorded)
-    }
-}
-
-fn at_or_above(reached: &TrustFloor, recorded: &RecordedFloor) -> Result<(), TrustError> {
-    let floor = &recorded.floor;
-    if reached.root_version < floor.root_version {
-        return Err(TrustError::RootBelowFloor {
-            reached: reached.root_version,
-            floor: floor.root_version,
-            recorded_in: recorded.recorded_in.clone(),
-        });
-    }
-    // A later root was reached through signatures of this one, checked on the way; the same
-    // version must be the same root.
-    if reached.root_version == floor.root_version && reached.root_sha256 != floor.root_sha256 {
-        return Err(TrustError::FloorMismatch {
-            version: floor.root_version,
-            recorded: floor.root_sha256.clone(),
-            reached: reached.root_sha256.clone(),
-            recorded_in: recorded.recorded_in.clone(),
-        });
-    }
-    for (role, reached, trusted) in [
-        (
-            "timestamp",
-            reached.timestamp_version,
-            floor.timestamp_version,
-        ),
-        ("snapshot", reached.snapshot_version, floor.snapshot_version),
-        ("targets", reached.targets_version, floor.targets_version),
-    ] {
-        if reached < trusted {
-            return Err(TrustError::MetadataRollback {
-                role: role.to_owned(),
-                offered: reached,
-                trusted,
+        let reached = self;
+        let floor = &recorded.floor;
+        if reached.root_version < floor.root_version {
+            return Err(TrustError::RootBelowFloor {
+                reached: reached.root_version,
+                floor: floor.root_version,
+                recorded_in: recorded.recorded_in.clone(),
             });
         }
+        // A later root was reached through signatures of this one, checked on the way; the same
+        // version must be the same root.
+        if reached.root_version == floor.root_version && reached.root_sha256 != floor.root_sha256 {
+            return Err(TrustError::FloorMismatch {
+                version: floor.root_version,
+                recorded: floor.root_sha256.clone(),
+                reached: reached.root_sha256.clone(),
+                recorded_in: recorded.recorded_in.clone(),
+            });
+        }
+        for (role, reached, trusted) in [
+            (
+                "timestamp",
+                reached.timestamp_version,
+                floor.timestamp_version,
+            ),
+            ("snapshot", reached.snapshot_version, floor.snapshot_version),
+            ("targets", reached.targets_version, floor.targets_version),
+        ] {
+            if reached < trusted {
+                return Err(TrustError::MetadataRollback {
+                    role: role.to_owned(),
+                    offered: reached,
+                    trusted,
+                });
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
